@@ -1,0 +1,187 @@
+"""Typed, validated configuration of one trial.
+
+One source of truth: every knob a trial has is a field here, documented at the field and
+validated once (unknown keys refused, cross-field checks at load time). The sweep's search
+space (`paretorl.sweep.space`) names fields of this class by dotted path, e.g. `algo.alpha`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from paretorl.algos import AGGREGATIONS, KL_ESTIMATORS, KL_PLACEMENTS, NORMALIZATIONS, OBJECTIVES
+
+ENGINES = ("embedded", "vllm")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Strict):
+    name: str = Field("arith", description="built-in task name, or 'file.py:Class' / 'module:Class'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the task class")
+    n_train: int = Field(2000, gt=0, description="training prompts generated")
+    n_eval: int = Field(64, gt=0, description="held-out prompts generated")
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    """The tiny Llama-family decoder the embedded default trains from scratch."""
+
+    vocab_size: int = Field(320, ge=260, description="BPE vocabulary (byte-level, so >= 256 + specials)")
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(384, gt=0)
+    max_len: int = Field(192, gt=8, description="prompt + response tokens")
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})")
+        return self
+
+
+class SFTConfig(_Strict):
+    """Warm start: supervised training on the task's demonstrations (cached by content)."""
+
+    steps: int = Field(600, ge=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    n_demos: int = Field(6000, gt=0, description="demonstrations sampled from the training split")
+    seed: int = 0
+
+
+class RolloutConfig(_Strict):
+    engine: str = Field("embedded", description=f"one of {ENGINES}")
+    replicas: int = Field(1, ge=1, description="Serve replicas per trial (fixed count)")
+    autoscaling: dict[str, Any] | None = Field(
+        None, description="Serve autoscaling_config (min_replicas, max_replicas, target_ongoing_requests); overrides replicas"
+    )
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    threads: int = Field(1, ge=1, description="torch threads in each replica")
+    num_cpus: float = Field(0.4, ge=0, description="Ray CPUs reserved per replica (logical: two trials share 2 cores)")
+    num_gpus: float = Field(0.0, ge=0)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v):
+        if v not in ENGINES:
+            raise ValueError(f"unknown rollout engine {v!r}; valid: {', '.join(ENGINES)}")
+        return v
+
+
+class AlgoConfig(_Strict):
+    objective: str = Field("grpo", description=f"advantage estimator, one of {OBJECTIVES}")
+    alpha: float = Field(0.0, ge=0.0, lt=1.0, description="length-penalty coefficient (Arora & Zanette)")
+    normalization: str = Field("none", description=f"extra advantage normalisation, one of {NORMALIZATIONS}")
+    kl_coef: float = Field(0.0, ge=0.0, description="KL-to-reference coefficient")
+    kl_estimator: str = Field("k3", description=f"one of {KL_ESTIMATORS}")
+    kl_placement: str = Field("loss", description=f"one of {KL_PLACEMENTS}")
+    aggregation: str = Field("token_mean", description=f"loss aggregation, one of {AGGREGATIONS}")
+    clip_eps: float = Field(0.2, gt=0.0)
+
+    @model_validator(mode="after")
+    def _known_names(self):
+        for field, valid in (
+            ("objective", OBJECTIVES),
+            ("normalization", NORMALIZATIONS),
+            ("kl_estimator", KL_ESTIMATORS),
+            ("kl_placement", KL_PLACEMENTS),
+            ("aggregation", AGGREGATIONS),
+        ):
+            value = getattr(self, field)
+            if value not in valid:
+                raise ValueError(f"unknown algo.{field} {value!r}; valid: {', '.join(valid)}")
+        return self
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(12, gt=0, description="RL iterations (rollout -> update)")
+    prompts_per_step: int = Field(16, gt=0)
+    samples_per_prompt: int = Field(8, ge=2, description="group size n (>= 2: a group needs a baseline)")
+    updates_per_step: int = Field(1, ge=1, description="optimizer steps per iteration (mini-batches)")
+    micro_batch_size: int = Field(64, gt=0, description="sequences per forward/backward")
+    lr: float = Field(1e-3, gt=0.0)
+    max_new_tokens: int = Field(64, gt=0)
+    temperature: float = Field(1.0, gt=0.0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    bf16: bool = False
+    grad_clip: float = Field(1.0, gt=0.0)
+    torch_threads: int = Field(1, ge=1, description="torch threads in each learner worker")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        batch = self.prompts_per_step * self.samples_per_prompt
+        if batch % self.updates_per_step:
+            raise ValueError(
+                f"train.prompts_per_step * train.samples_per_prompt ({batch}) must be divisible by train.updates_per_step ({self.updates_per_step})"
+            )
+        return self
+
+
+class EvalConfig(_Strict):
+    every: int = Field(4, gt=0, description="evaluate every E RL steps (and after the last)")
+    n_prompts: int = Field(64, gt=0, description="held-out prompts evaluated")
+    n_samples: int = Field(8, gt=0, description="samples per prompt; pass@k for k = 1, 2, 4, ..., n")
+    temperature: float = Field(1.0, gt=0.0)
+    max_new_tokens: int = Field(64, gt=0)
+
+
+class ResourcesConfig(_Strict):
+    learner_workers: int = Field(1, ge=1)
+    learner_cpus: float = Field(0.4, ge=0, description="Ray CPUs per learner worker")
+    learner_gpus: float = Field(0.0, ge=0)
+    max_failures: int = Field(0, ge=-1, description="Ray Train retries of a failed trial from its checkpoint")
+
+
+class TrialConfig(_Strict):
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algo: AlgoConfig = Field(default_factory=AlgoConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @model_validator(mode="after")
+    def _fits_context(self):
+        if self.train.max_new_tokens >= self.model.max_len or self.eval.max_new_tokens >= self.model.max_len:
+            raise ValueError(f"max_new_tokens must be below model.max_len ({self.model.max_len})")
+        return self
+
+
+def set_path(tree: dict, dotted: str, value: Any) -> None:
+    """Set `tree["a"]["b"] = value` for `dotted = "a.b"`, creating dicts on the way."""
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; used for MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` merged into `base` recursively (inputs untouched)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,54 @@
+"""Build, save and load policies (HF format, safetensors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_model(cfg, tokenizer, seed: int = 0):
+    """A fresh Llama-family decoder sized by `cfg` (paretorl.config.ModelConfig)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_len,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def save_policy(model, tokenizer, out_dir: str | Path) -> Path:
+    """HF directory (config.json, model.safetensors, tokenizer files): loadable by vLLM too."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def load_policy(model_dir: str | Path, dtype=None):
+    """(model, tokenizer) from an HF directory; never unpickles (safetensors only)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if model.config.vocab_size < len(tokenizer):
+        raise ValueError(
+            f"model and tokenizer in {model_dir} do not match: the tokenizer has {len(tokenizer)} tokens "
+            f"but the model's vocabulary has {model.config.vocab_size}"
+        )
+    return model, tokenizer

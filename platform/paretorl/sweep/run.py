@@ -1,0 +1,185 @@
+"""A whole sweep: validate, prepare data and the base policy, run Tune + Optuna, log the front.
+
+`jobs/sweep.py` parses flags and calls `prepare` then `run`. Everything that can be checked
+(search space, trial configs, task, dataset) is checked in `prepare`, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from paretorl.sweep.space import SearchSpace
+
+console = Console()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PARETORL_CACHE", Path.home() / ".cache" / "paretorl"))
+
+
+@dataclass
+class Prepared:
+    space: SearchSpace
+    task_spec: str
+    sweep_dir: Path
+    shared: dict  # paths and base-policy facts every trial needs
+
+
+def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path) -> Prepared:
+    """Task rows -> Parquet splits, SFT base policy (cached). Raises on bad input, before Ray."""
+    from paretorl.models.sft import warm_start
+    from paretorl.tasks import load_task, read_rows, validate_rows, write_splits
+
+    base_cfg = space.trial_config({}, {"task": {"name": task_spec}})
+    task = load_task(task_spec, **base_cfg.task.kwargs)
+    data_dir = sweep_dir / "data"
+    splits = write_splits(task, data_dir, base_cfg.task.n_train, base_cfg.task.n_eval, base_cfg.task.seed)
+    train_rows = read_rows(splits["train"])
+    eval_rows = read_rows(splits["eval"])
+    validate_rows(train_rows, splits["train"])
+    validate_rows(eval_rows, splits["eval"])
+    if len(train_rows) < base_cfg.train.prompts_per_step:
+        raise ValueError(f"{splits['train']}: {len(train_rows)} rows, fewer than train.prompts_per_step = {base_cfg.train.prompts_per_step}")
+    _check_demonstrations(task, train_rows, task_spec)
+    base_model = warm_start(task, base_cfg.task, base_cfg.model, base_cfg.sft, train_rows, cache_dir, log=console.print)
+    shared = {
+        "base_model": str(base_model),
+        "train": str(Path(splits["train"]).resolve()),
+        "eval": str(Path(splits["eval"]).resolve()),
+        "storage": str((sweep_dir / "ray").resolve()),
+    }
+    return Prepared(space, task_spec, sweep_dir, shared)
+
+
+def _check_demonstrations(task, rows: list[dict], spec: str, n: int = 20) -> None:
+    """A task whose own demonstrations fail its verifier would train on noise: refuse it."""
+    rng = random.Random(0)
+    bad = [i for i, row in enumerate(rows[:n]) if not task.score(row, task.demonstrate(row, rng))]
+    if bad:
+        raise ValueError(f"task {spec}: demonstrate() produced solutions that score() rejects for rows {bad[:5]} of the training split")
+
+
+def base_evaluation(prep: Prepared) -> dict:
+    """Held-out pass@k and tokens of the base policy (the sweep's reference point), cached."""
+    from paretorl.evaluate.passk_eval import evaluate_policy
+    from paretorl.models.build import load_policy
+    from paretorl.rollout.engine import EmbeddedEngine
+    from paretorl.tasks import load_task, read_rows
+
+    cfg = prep.space.trial_config({}, {"task": {"name": prep.task_spec}})
+    digest = hashlib.sha256(json.dumps([cfg.eval.model_dump(), prep.shared["eval"]], sort_keys=True).encode()).hexdigest()[:12]
+    key = Path(prep.shared["base_model"]) / f"base_eval-{digest}.json"
+    if key.exists():
+        return json.loads(key.read_text())
+    model, tokenizer = load_policy(prep.shared["base_model"])
+    engine = EmbeddedEngine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=cfg.rollout.dtype, threads=os.cpu_count())
+
+    class _Local:  # the evaluation's rollout interface, without Serve, for the driver
+        def generate(self, prompts, params, version):
+            out = engine.generate(prompts, params)
+            out.version = version
+            return out
+
+    rows = read_rows(prep.shared["eval"])[: cfg.eval.n_prompts]
+    metrics = evaluate_policy(_Local(), 0, tokenizer, load_task(prep.task_spec, **cfg.task.kwargs), rows, cfg.eval, seed=cfg.train.seed)
+    metrics["eval/step"] = 0
+    key.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, resume: bool = False) -> dict:
+    import mlflow
+    import ray
+    from mlflow import MlflowClient
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from paretorl.config import flatten
+    from paretorl.sweep.space import optuna_sampler
+    from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
+    from paretorl.sweep.trial import run_trial
+
+    space = prep.space
+    maximize, minimize = space.metrics
+    base_eval = base_evaluation(prep)
+    prep.shared["base_eval"] = base_eval
+    console.print(f"base policy on held-out prompts: pass@1 = {base_eval['eval/pass_at_1']:.3f}, {maximize} = {base_eval.get(maximize, float('nan')):.3f}, mean tokens = {base_eval['eval/mean_tokens']:.1f}")
+
+    client = MlflowClient(tracking_uri)
+    exp_id = ensure_experiment(client, experiment, tracking_uri)
+    state_path = prep.sweep_dir / "mlflow_state.json"
+    parent_id = json.loads(state_path.read_text()).get("parent") if state_path.exists() else None
+    if parent_id is None:
+        parent = client.create_run(exp_id, run_name=name, tags={"paretorl.sweep": name, "paretorl.task": prep.task_spec})
+        parent_id = parent.info.run_id
+        base_tree = space.trial_config({}, {"task": {"name": prep.task_spec}}).model_dump()
+        from mlflow.entities import Metric, Param
+
+        client.log_batch(
+            parent_id,
+            params=[Param(k, str(v)[:6000]) for k, v in flatten(base_tree).items()] + [Param("sweep.space", json.dumps(space.model_dump(mode="json"))[:6000])],
+            metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
+        )
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps({"parent": parent_id}))
+    else:
+        client.update_run(parent_id, status="RUNNING")
+    logger = MLflowSweepLogger(
+        client, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
+        base_point={"trial": "base", "step": 0, **base_eval},
+    )
+
+    searcher = OptunaSearch(
+        space={k: spec.distribution() for k, spec in space.params.items()},
+        metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (design.md)
+        mode=["max", "min"],
+        points_to_evaluate=space.initial_points or None,
+        sampler=optuna_sampler(space),
+    )
+    base = deep_copy_trial(space, prep.task_spec)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), {"cpu": 0.01})
+    storage = str((prep.sweep_dir / "tune").resolve())
+    if resume and tune.Tuner.can_restore(os.path.join(storage, name)):
+        tuner = tune.Tuner.restore(os.path.join(storage, name), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.budget.trials, max_concurrent_trials=space.budget.max_concurrent),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage,
+                callbacks=[logger],
+                verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
+            ),
+        )
+    started = time.time()
+    grid = tuner.fit()
+    front = logger.refresh_front()
+    client.set_terminated(parent_id, status="FINISHED")
+    errors = {r.metrics.get("trial_id", "?"): str(r.error).splitlines()[-1] if str(r.error) else repr(r.error) for r in grid if r.error}
+    return {"front": front, "points": logger.points, "errors": errors or logger.errors, "seconds": time.time() - started,
+            "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
+
+
+def deep_copy_trial(space: SearchSpace, task_spec: str) -> dict:
+    """The fixed part of every trial's config (JSON-safe), with the task chosen for the sweep."""
+    return json.loads(json.dumps(space.trial_config({}, {"task": {"name": task_spec}}).model_dump()))
+
+
+def print_front(front: list[dict], maximize: str, minimize: str, params: list[str]) -> None:
+    table = Table(title=f"Pareto front: {maximize} (max) vs {minimize} (min)")
+    for col in ["trial", "step", maximize.split("/")[-1], "tokens", *(k.split(".")[-1] for k in params)]:
+        table.add_column(col)
+    for p in front:
+        values = (f"{v:.3g}" if isinstance(v, float) else str(v) for v in (p.get(k, "-") for k in params))
+        table.add_row(str(p["trial"]), str(p["step"]), f"{p[maximize]:.3f}", f"{p[minimize]:.1f}", *values)
+    console.print(table)

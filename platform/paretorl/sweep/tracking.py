@@ -1,0 +1,160 @@
+"""MLflow tracking of a sweep, from the Tune driver: one parent run, one nested run per trial.
+
+All logging happens in the driver process (a Tune callback), so trials never contend for
+the tracking store. The Pareto front on the parent run is refreshed as trials finish.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from ray.tune import Callback
+
+from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
+
+LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
+
+
+def resolve_tracking_uri(cli_uri: str | None) -> str:
+    """--mlflow-uri, else $MLFLOW_TRACKING_URI, else an absolute sqlite file in the cwd.
+
+    Absolute because Tune changes a trial's working directory (design.md).
+    """
+    import os
+
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def mlflow_ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def ensure_experiment(client, name: str, uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not relative to a cwd
+        artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def coverage_from(result: dict) -> dict[int, float]:
+    prefix = "eval/pass_at_"
+    return {int(k[len(prefix):]): v for k, v in result.items() if k.startswith(prefix)}
+
+
+class MLflowSweepLogger(Callback):
+    def __init__(self, client, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.maximize, self.minimize = metrics
+        self.state_path = Path(state_path)
+        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.runs: dict[str, str] = state.get("runs", {})  # trial id -> MLflow run id
+        self.points: list[dict] = state.get("points", [])  # every evaluated checkpoint
+        self.curves: dict[str, dict[str, dict[int, float]]] = {}
+        self.errors: dict[str, str] = state.get("errors", {})
+        if base_point:
+            self.points = [p for p in self.points if p["trial"] != "base"] + [base_point]
+
+    # --- Tune hooks -------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.runs:  # resumed trial: continue its run
+            self.client.update_run(self.runs[trial.trial_id], status="RUNNING")
+            return
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.trial_id}",
+            tags={"mlflow.parentRunId": self.parent_run_id, "paretorl.trial_id": trial.trial_id},
+        )
+        self.runs[trial.trial_id] = run.info.run_id
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)) for k, v in sorted(trial.config.items())]
+        self.client.log_batch(run.info.run_id, params=params)
+        self._save()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+
+        run_id = self.runs[trial.trial_id]
+        step = int(result["step"])
+        evaluated = bool(result.get("evaluated"))
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [
+            Metric(k, float(v), ts, step)
+            for k, v in result.items()
+            if k.startswith(LOGGED_PREFIXES) and isinstance(v, (int, float)) and math.isfinite(v) and (evaluated or not k.startswith("eval/"))
+        ]
+        self.client.log_batch(run_id, metrics=metrics)
+        if evaluated:
+            point = {"trial": trial.trial_id, "step": step, **{k: v for k, v in result.items() if k.startswith("eval/")}}
+            point.update({k: v for k, v in trial.config.items()})
+            if result.get("checkpoint_path"):
+                point["checkpoint"] = result["checkpoint_path"]
+            self.points.append(point)
+            self.curves.setdefault(trial.trial_id, {})[f"step {step}"] = coverage_from(result)
+            self._save()
+            print(
+                f"[eval] trial {trial.trial_id} step {step}: {self.maximize} = {result.get(self.maximize, float('nan')):.3f}, "
+                f"{self.minimize} = {result.get(self.minimize, float('nan')):.1f}",
+                flush=True,
+            )
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        message = _error_message(trial)
+        self.errors[trial.trial_id] = message
+        self.client.set_tag(self.runs[trial.trial_id], "paretorl.error", message[:5000])
+        self._finish(trial, "FAILED")
+
+    # --- helpers ------------------------------------------------------------------------
+    def _finish(self, trial, status: str) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        curves = self.curves.get(trial.trial_id)
+        if curves:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "coverage_curve.png"
+                plot_coverage(curves, path, f"trial {trial.trial_id}: pass@k by evaluation step")
+                (Path(tmp) / "coverage_curve.json").write_text(json.dumps(curves, indent=2))
+                self.client.log_artifacts(run_id, tmp)
+        self.client.set_terminated(run_id, status=status)
+        self._save()
+        self.refresh_front()
+
+    def refresh_front(self) -> list[dict]:
+        front = pareto_front(self.points, self.maximize, self.minimize)
+        if front:
+            with tempfile.TemporaryDirectory() as tmp:
+                write_front(self.points, front, self.maximize, self.minimize, tmp)
+                self.client.log_artifacts(self.parent_run_id, tmp)
+        return front
+
+    def _save(self) -> None:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"runs": self.runs, "points": self.points, "errors": self.errors}, indent=1, default=str))
+        tmp.replace(self.state_path)
+
+
+def _error_message(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    # the last line of a traceback names the exception; keep it first
+    return (lines[-1] if lines else "trial failed (no error file)") + ("\n" + text[-3000:] if text else "")

@@ -1,0 +1,78 @@
+"""One Tune trial: its rollout Serve app + weight registry, and a Ray Train TorchTrainer.
+
+Ray 2.60 (Train V2): Tune's trainable is a function that calls `TorchTrainer(...).fit()`;
+`TuneReportCallback` forwards every `ray.train.report` to Tune.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray import tune
+
+from paretorl.config import TrialConfig, deep_merge, set_path
+
+
+def trial_tree(sampled: dict, base: dict) -> dict:
+    """The trial's full config tree: the space's fixed `trial` section plus the sampled values."""
+    tree = deep_merge(base, {})
+    for key, value in sampled.items():
+        set_path(tree, key, value)
+    return tree
+
+
+def prompt_dataset(path: str):
+    """The training split as a Ray Dataset, streamed to the learner with `iter_batches`.
+
+    Read with pyarrow here (a few MB at most) rather than with `read_parquet` tasks: those ask
+    for a whole CPU each, which two concurrent trials on a 2-core machine never leave free.
+    """
+    import pyarrow.parquet as pq
+
+    return ray.data.from_arrow(pq.read_table(path))
+
+
+def run_trial(sampled: dict, base: dict, shared: dict) -> None:
+    from ray import serve
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from paretorl.learner.loop import train_loop
+    from paretorl.rollout.registry import create_registry
+    from paretorl.rollout.serve import start_rollout_app
+
+    tree = trial_tree(sampled, base)
+    cfg = TrialConfig.model_validate(tree)
+    trial_id = tune.get_context().get_trial_id()
+    registry_name, app_name = f"paretorl-weights-{trial_id}", f"paretorl-rollout-{trial_id}"
+    registry = create_registry(registry_name)
+    start_rollout_app(app_name, shared["base_model"], registry_name, cfg.rollout)
+    use_gpu = cfg.resources.learner_gpus > 0
+    env = {} if use_gpu else {"DS_ACCELERATOR": "cpu"}
+    try:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "trial": tree,
+                "paths": {"base_model": shared["base_model"], "eval": shared["eval"], "registry": registry_name, "rollout_app": app_name},
+                "base_eval": shared.get("base_eval"),
+            },
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=cfg.resources.learner_workers,
+                use_gpu=use_gpu,
+                resources_per_worker={"CPU": cfg.resources.learner_cpus, **({"GPU": cfg.resources.learner_gpus} if use_gpu else {})},
+            ),
+            datasets={"train": prompt_dataset(shared["train"])},
+            run_config=RunConfig(
+                name=f"train-{trial_id}",
+                storage_path=shared["storage"],
+                callbacks=[TuneReportCallback()],
+                failure_config=FailureConfig(max_failures=cfg.resources.max_failures),
+                worker_runtime_env={"env_vars": env},
+            ),
+        )
+        trainer.fit()
+    finally:
+        serve.delete(app_name)
+        ray.kill(registry)
