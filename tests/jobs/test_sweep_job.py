@@ -1,0 +1,120 @@
+"""jobs/sweep.py end to end: the smoke sweep, a user's task file, bad input refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, env_with_venv
+
+
+def run_job(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "sweep.py"), *args],
+        cwd=cwd, env=env_with_venv(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def mlflow_runs(db: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("paretorl")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def assert_sweep_logged(db: Path, n_trials: int) -> None:
+    client, parents, children = mlflow_runs(db)
+    assert len(parents) == 1 and len(children) == n_trials
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.csv", "pareto_front.html", "pareto_front.png"} <= artifacts
+    assert "base/pass_at_1" in parent.data.metrics
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"algo.alpha", "algo.objective", "train.lr", "algo.kl_coef"} <= set(child.data.params)
+        history = client.get_metric_history(child.info.run_id, "eval/pass_at_1")
+        assert [m.step for m in history] == [2]
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "train/reward_mean")] == [1, 2]
+        assert "eval/mean_tokens" in child.data.metrics
+
+
+def test_smoke_sweep(tmp_path, cache_dir):
+    proc = run_job(["--smoke-test", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Pareto front" in proc.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in proc.stdout.replace("\n", "")
+    assert_sweep_logged(tmp_path / "mlflow.db", n_trials=2)
+    _, _, children = mlflow_runs(tmp_path / "mlflow.db")
+    assert {c.data.params["algo.objective"] for c in children} == {"grpo", "maxrl"}
+
+
+USER_TASK = '''
+import random
+
+class Parity:
+    """Is the count of 1s in a bit string even or odd? (written for this test only)"""
+
+    def generate(self, split, n, seed):
+        rng = random.Random(f"{split}-{seed}")
+        rows = []
+        while len(rows) < n:
+            bits = "".join(rng.choice("01") for _ in range(rng.randint(3, 8)))
+            if (hash(bits) % 5 == 0) == (split == "eval"):
+                rows.append({"prompt": f"parity {bits}", "answer": "even" if bits.count("1") % 2 == 0 else "odd"})
+        return rows
+
+    def score(self, row, completion):
+        return completion.strip().split()[-1:] == [row["answer"]]
+
+    def demonstrate(self, row, rng):
+        bits = row["prompt"].split()[-1]
+        return f"{bits.count('1')} ones so {row['answer']}"
+'''
+
+
+def test_user_task_file_runs_through_the_same_path(tmp_path, cache_dir):
+    task_file = tmp_path / "my_tasks" / "parity.py"
+    task_file.parent.mkdir()
+    task_file.write_text(textwrap.dedent(USER_TASK))
+    proc = run_job(
+        ["--smoke-test", "--task", "my_tasks/parity.py:Parity", "--trials", "1", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert_sweep_logged(tmp_path / "mlflow.db", n_trials=1)
+    rows = (tmp_path / "runs").glob("*/data/train.parquet")
+    import pyarrow.parquet as pq
+
+    (table,) = [pq.read_table(p) for p in rows]
+    assert table.column("prompt")[0].as_py().startswith("parity ")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "nope.yaml"], "search space file not found: nope.yaml"),
+        (["--task", "no_such_task"], "no_such_task"),
+        (["--task", "missing.py:Task"], "task file not found"),
+    ],
+)
+def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message):
+    proc = run_job(args + ["--output-dir", str(tmp_path / "runs")], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_help_documents_every_flag():
+    proc = run_job(["--help"], cwd=ROOT, timeout=60)
+    assert proc.returncode == 0
+    for flag in ("--space", "--task", "--smoke-test", "--mlflow-uri", "--experiment", "--name", "--output-dir", "--cache-dir", "--trials", "--max-concurrent", "--resume", "--num-cpus"):
+        assert flag in proc.stdout
