@@ -56,6 +56,16 @@ def test_smoke_sweep(tmp_path, cache_dir):
     _, _, children = mlflow_runs(tmp_path / "mlflow.db")
     assert {c.data.params["algo.objective"] for c in children} == {"grpo", "maxrl"}
 
+    # the dashboard script rebuilds the same front from the store
+    out = tmp_path / "front"
+    dash = subprocess.run(
+        [sys.executable, str(ROOT / "dashboards" / "front.py"), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(out)],
+        env=env_with_venv(), capture_output=True, text=True, timeout=300,
+    )
+    assert dash.returncode == 0, dash.stderr[-2000:]
+    assert "2 evaluated checkpoints" in dash.stdout
+    assert all((out / f).stat().st_size > 0 for f in ("pareto_front.csv", "pareto_front.html", "pareto_front.png", "coverage.png"))
+
 
 USER_TASK = '''
 import random
