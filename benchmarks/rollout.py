@@ -36,8 +36,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = dict(vocab_size=320, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256)
+sys.path.insert(0, str(REPO / "platform"))  # runs from a checkout, in either venv
+from paretorl.config import ModelConfig  # noqa: E402
+
+_MAIN = ModelConfig()  # the main job's default model, so the benchmark follows it
+DEFAULT_CONFIG = dict(vocab_size=_MAIN.vocab_size, hidden_size=_MAIN.hidden_size, intermediate_size=_MAIN.intermediate_size,
+                      num_hidden_layers=_MAIN.num_layers, num_attention_heads=_MAIN.num_heads, num_key_value_heads=_MAIN.num_heads,
+                      max_position_embeddings=256)
 WIDE_CONFIG = {**DEFAULT_CONFIG, "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4}
 PROMPTS, SAMPLES, NEW_TOKENS = 32, 8, 128
 

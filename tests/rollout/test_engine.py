@@ -32,15 +32,6 @@ def llama(seed=0, **overrides):
     return LlamaForCausalLM(cfg).eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """HF references on one thread: on 2 shared cores, 2 threads can run 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
     if request.param == "torch":

@@ -23,14 +23,6 @@ ARCHS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def build(name):
     config_cls, model_cls, extra = ARCHS[name]
     torch.manual_seed(0)

@@ -17,14 +17,6 @@ from paretorl.rollout.types import SamplingParams
 NEG_INF = float("-inf")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_truncation_by_hand():
     logits = torch.log(torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]]))
     torch.testing.assert_close(sampling_logprobs(logits, 1.0), logits)

@@ -162,7 +162,11 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, resume: b
             ),
         )
     started = time.time()
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except BaseException:  # Ctrl-C or a driver error: the parent run must not stay RUNNING forever
+        client.set_terminated(parent_id, status="KILLED")
+        raise
     front = logger.refresh_front()
     client.set_terminated(parent_id, status="FINISHED")
     errors = {r.metrics.get("trial_id", "?"): str(r.error).splitlines()[-1] if str(r.error) else repr(r.error) for r in grid if r.error}

@@ -28,6 +28,7 @@ def prompt_dataset(path: str):
     """
     import pyarrow.parquet as pq
 
+    ray.data.DataContext.get_current().enable_progress_bars = False  # Tune's table is the progress view
     return ray.data.from_arrow(pq.read_table(path))
 
 
