@@ -41,12 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke-test", action="store_true", help="a minimal sweep: 2 trials of 2 steps each, small SFT; minutes on 2 cores")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--experiment", default="paretorl", help="MLflow experiment name (default: paretorl)")
-    p.add_argument("--name", default=None, help="sweep name: the Tune run and the MLflow parent run (default: <space>-<task>[-smoke])")
+    p.add_argument("--name", default=None, help="sweep name: the Tune run, the MLflow parent run and the folder under --output-dir (default: <space>-<task>[-smoke]-<date-time>)")
     p.add_argument("--output-dir", default="runs", help="where data splits, Tune and Train results go (default: ./runs)")
     p.add_argument("--cache-dir", default=None, help="cache of SFT base policies (default: $PARETORL_CACHE or ~/.cache/paretorl)")
     p.add_argument("--trials", type=int, default=None, help="override the space's budget.trials")
     p.add_argument("--max-concurrent", type=int, default=None, help="override the space's budget.max_concurrent")
-    p.add_argument("--resume", action="store_true", help="continue the sweep of the same name: unfinished trials resume, finished ones are kept")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all); ignored when connecting to a cluster")
     return p.parse_args(argv)
 
@@ -66,8 +65,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     task_spec = args.task or space.task or "arith"
-    name = args.name or f"{Path(args.space).stem}-{Path(task_spec.split(':')[0]).stem}" + ("-smoke" if args.smoke_test else "")
+    name = args.name or "-".join([Path(args.space).stem, Path(task_spec.split(":")[0]).stem, *(["smoke"] if args.smoke_test else []), time.strftime("%Y%m%d-%H%M%S")])
     sweep_dir = (Path(args.output_dir) / name).resolve()
+    if sweep_dir.exists():
+        print(f"error: {sweep_dir} already holds a sweep named {name!r}; pick another --name (resuming a sweep is not supported yet)", file=sys.stderr)
+        return 2
 
     from paretorl.sweep.run import console, default_cache_dir, prepare, print_front, run
     from paretorl.sweep.tracking import mlflow_ui_command, resolve_tracking_uri
@@ -82,6 +84,10 @@ def main(argv=None) -> int:
 
     import ray
 
+    from paretorl.learner.policy import clear_stale_build_locks, extensions_dir
+
+    for lock in clear_stale_build_locks(extensions_dir()):
+        console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
     started = time.time()
     runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
     if os.environ.get("RAY_ADDRESS"):
@@ -92,7 +98,7 @@ def main(argv=None) -> int:
 
     serve.start(proxy_location="Disabled")  # rollouts go through handles only; started here, outside any trial's placement group
     uri = resolve_tracking_uri(args.mlflow_uri)
-    result = run(prep, uri, args.experiment, name, resume=args.resume)
+    result = run(prep, uri, args.experiment, name)
     maximize, minimize = space.metrics
     print_front(result["front"], maximize, minimize, list(space.params))
     for trial_id, error in result["errors"].items():

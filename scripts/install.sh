@@ -25,7 +25,7 @@ fi
 "${pip[@]}" install -q -e ".[${EXTRAS}]"
 "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
-DS_ACCELERATOR=cpu .venv/bin/python -c "
+TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" DS_ACCELERATOR=cpu .venv/bin/python -c "
 from deepspeed.accelerator import get_accelerator
 b = get_accelerator().create_op_builder('ShareMemCommBuilder')
 b is None or b.load(verbose=False)

@@ -126,5 +126,12 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message):
 def test_help_documents_every_flag():
     proc = run_job(["--help"], cwd=ROOT, timeout=60)
     assert proc.returncode == 0
-    for flag in ("--space", "--task", "--smoke-test", "--mlflow-uri", "--experiment", "--name", "--output-dir", "--cache-dir", "--trials", "--max-concurrent", "--resume", "--num-cpus"):
+    for flag in ("--space", "--task", "--smoke-test", "--mlflow-uri", "--experiment", "--name", "--output-dir", "--cache-dir", "--trials", "--max-concurrent", "--num-cpus"):
         assert flag in proc.stdout
+
+
+def test_an_existing_sweep_is_never_overwritten(tmp_path):
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    proc = run_job(["--name", "taken", "--output-dir", str(tmp_path / "runs")], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "already holds a sweep named 'taken'" in proc.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from paretorl.sweep.trial import run_trial, trial_tree
+from paretorl.sweep.trial import run_trial
 
 
 @pytest.fixture(scope="module")

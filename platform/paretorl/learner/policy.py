@@ -26,6 +26,28 @@ def deepspeed_config(train_cfg, mini_batch: int, world_size: int) -> dict:
     }
 
 
+def extensions_dir() -> str:
+    """Where DeepSpeed's JIT-built ops live: per environment, so two venvs never rebuild each other's."""
+    import sys
+    from pathlib import Path
+
+    return str(Path(sys.prefix) / "torch_extensions")
+
+
+def clear_stale_build_locks(root: str, older_than_s: float = 900.0) -> list[str]:
+    """Remove JIT-build lock files left by a killed build (torch waits on them forever).
+
+    A build takes about a minute here; a lock older than `older_than_s` has no live owner.
+    """
+    import time
+    from pathlib import Path
+
+    stale = [p for p in Path(root).glob("*/lock") if time.time() - p.stat().st_mtime > older_than_s]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return [str(p) for p in stale]
+
+
 def make_engine(model, train_cfg, mini_batch: int, world_size: int):
     import deepspeed
 

@@ -95,8 +95,6 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], cfg, max_len: int,
 
 def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache_root: str | Path, log=print) -> Path:
     """The cached base policy directory for this task + model + SFT config (built if missing)."""
-    import torch
-
     out = Path(cache_root) / f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg)}"
     if (out / "paretorl_base.json").exists():
         log(f"base policy: cached at {out}")

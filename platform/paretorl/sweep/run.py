@@ -96,10 +96,9 @@ def base_evaluation(prep: Prepared) -> dict:
     return metrics
 
 
-def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, resume: bool = False) -> dict:
-    import mlflow
-    import ray
+def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -116,23 +115,14 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, resume: b
 
     client = MlflowClient(tracking_uri)
     exp_id = ensure_experiment(client, experiment, tracking_uri)
-    state_path = prep.sweep_dir / "mlflow_state.json"
-    parent_id = json.loads(state_path.read_text()).get("parent") if state_path.exists() else None
-    if parent_id is None:
-        parent = client.create_run(exp_id, run_name=name, tags={"paretorl.sweep": name, "paretorl.task": prep.task_spec})
-        parent_id = parent.info.run_id
-        base_tree = space.trial_config({}, {"task": {"name": prep.task_spec}}).model_dump()
-        from mlflow.entities import Metric, Param
-
-        client.log_batch(
-            parent_id,
-            params=[Param(k, str(v)[:6000]) for k, v in flatten(base_tree).items()] + [Param("sweep.space", json.dumps(space.model_dump(mode="json"))[:6000])],
-            metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
-        )
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps({"parent": parent_id}))
-    else:
-        client.update_run(parent_id, status="RUNNING")
+    parent = client.create_run(exp_id, run_name=name, tags={"paretorl.sweep": name, "paretorl.task": prep.task_spec})
+    parent_id = parent.info.run_id
+    base_tree = space.trial_config({}, {"task": {"name": prep.task_spec}}).model_dump()
+    client.log_batch(
+        parent_id,
+        params=[Param(k, str(v)[:6000]) for k, v in flatten(base_tree).items()] + [Param("sweep.space", json.dumps(space.model_dump(mode="json"))[:6000])],
+        metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
+    )
     logger = MLflowSweepLogger(
         client, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
         base_point={"trial": "base", "step": 0, **base_eval},
@@ -148,19 +138,16 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, resume: b
     base = deep_copy_trial(space, prep.task_spec)
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), {"cpu": 0.01})
     storage = str((prep.sweep_dir / "tune").resolve())
-    if resume and tune.Tuner.can_restore(os.path.join(storage, name)):
-        tuner = tune.Tuner.restore(os.path.join(storage, name), trainable=trainable, resume_unfinished=True, resume_errored=False)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.budget.trials, max_concurrent_trials=space.budget.max_concurrent),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=storage,
-                callbacks=[logger],
-                verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
-            ),
-        )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.budget.trials, max_concurrent_trials=space.budget.max_concurrent),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[logger],
+            verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
+        ),
+    )
     started = time.time()
     try:
         grid = tuner.fit()

@@ -56,20 +56,14 @@ class MLflowSweepLogger(Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics
-        self.state_path = Path(state_path)
-        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.runs: dict[str, str] = state.get("runs", {})  # trial id -> MLflow run id
-        self.points: list[dict] = state.get("points", [])  # every evaluated checkpoint
+        self.state_path = Path(state_path)  # a JSON record of runs, points and errors, kept current
+        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self.points: list[dict] = [base_point] if base_point else []  # every evaluated checkpoint
         self.curves: dict[str, dict[str, dict[int, float]]] = {}
-        self.errors: dict[str, str] = state.get("errors", {})
-        if base_point:
-            self.points = [p for p in self.points if p["trial"] != "base"] + [base_point]
+        self.errors: dict[str, str] = {}
 
     # --- Tune hooks -------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.runs:  # resumed trial: continue its run
-            self.client.update_run(self.runs[trial.trial_id], status="RUNNING")
-            return
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.trial_id}",

@@ -28,7 +28,6 @@ def prompt_dataset(path: str):
     """
     import pyarrow.parquet as pq
 
-    ray.data.DataContext.get_current().enable_progress_bars = False  # Tune's table is the progress view
     return ray.data.from_arrow(pq.read_table(path))
 
 
@@ -39,6 +38,7 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from paretorl.learner.loop import train_loop
+    from paretorl.learner.policy import extensions_dir
     from paretorl.rollout.registry import create_registry
     from paretorl.rollout.serve import start_rollout_app
 
@@ -49,7 +49,7 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     registry = create_registry(registry_name)
     start_rollout_app(app_name, shared["base_model"], registry_name, cfg.rollout)
     use_gpu = cfg.resources.learner_gpus > 0
-    env = {} if use_gpu else {"DS_ACCELERATOR": "cpu"}
+    env = {"TORCH_EXTENSIONS_DIR": extensions_dir(), **({} if use_gpu else {"DS_ACCELERATOR": "cpu"})}
     try:
         trainer = TorchTrainer(
             train_loop,
