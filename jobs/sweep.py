@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default=str(ROOT / "searchspaces" / "default.yaml"), help="search-space YAML (default: searchspaces/default.yaml)")
     p.add_argument("--task", default=None, help="built-in task name (arith, maze) or 'path/to/file.py:Class' / 'module:Class'; overrides the space file's task")
+    p.add_argument("--profile", default=None, help="settings for a kind of machine: a name in profiles/ (e.g. gpu, cpu-small) or a YAML path; laid over the space file")
     p.add_argument("--smoke-test", action="store_true", help="a minimal sweep: 2 trials of 2 steps each, small SFT; minutes on 2 cores")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--experiment", default="paretorl", help="MLflow experiment name (default: paretorl)")
@@ -53,9 +54,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from paretorl.config import deep_merge
+    from paretorl.sweep.profiles import ProfileError, load_profile
     from paretorl.sweep.space import SpaceError, load_space
 
-    overrides = SMOKE if args.smoke_test else {}
+    try:
+        overrides = load_profile(args.profile) if args.profile else {}
+    except ProfileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.smoke_test:
+        overrides = deep_merge(overrides, SMOKE)
     budget = {k: v for k, v in (("trials", args.trials), ("max_concurrent", args.max_concurrent)) if v is not None}
     if budget:
         overrides = deep_merge(overrides, {"budget": budget})

