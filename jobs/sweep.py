@@ -37,7 +37,7 @@ SMOKE = {
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default=str(ROOT / "searchspaces" / "default.yaml"), help="search-space YAML (default: searchspaces/default.yaml)")
-    p.add_argument("--task", default=None, help="built-in task name (arith, maze) or 'path/to/file.py:Class' / 'module:Class'; overrides the space file's task")
+    p.add_argument("--task", default=None, help="built-in task name (arith, maze, wordproblems), 'path/to/file.py:Class' / 'module:Class', or a dataset file (.jsonl/.parquet with prompt/answer columns); overrides the space file's task")
     p.add_argument("--profile", default=None, help="settings for a kind of machine: a name in profiles/ (e.g. gpu, cpu-small) or a YAML path; laid over the space file")
     p.add_argument("--smoke-test", action="store_true", help="a minimal sweep: 2 trials of 2 steps each, small SFT; minutes on 2 cores")
     p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
@@ -47,18 +47,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="cache of SFT base policies (default: $PARETORL_CACHE or ~/.cache/paretorl)")
     p.add_argument("--trials", type=int, default=None, help="override the space's budget.trials")
     p.add_argument("--max-concurrent", type=int, default=None, help="override the space's budget.max_concurrent")
+    p.add_argument("--resume", default=None, metavar="SWEEP_DIR", help="continue an interrupted sweep from its folder (runs/<name>): finished trials are kept, unfinished ones continue from their checkpoints, in the same MLflow runs; other flags are taken from the sweep's record")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all); ignored when connecting to a cluster")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.resume:
+        return resume(args)
     from paretorl.config import deep_merge
-    from paretorl.sweep.profiles import ProfileError, load_profile
+    from paretorl.sweep.profiles import ProfileError, load_profile, tracking_settings
     from paretorl.sweep.space import SpaceError, load_space
 
     try:
         overrides = load_profile(args.profile) if args.profile else {}
+        tracking = tracking_settings(args.profile, args.mlflow_uri) if args.profile else {"uri": args.mlflow_uri, "artifact_location": None}
     except ProfileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -72,23 +76,67 @@ def main(argv=None) -> int:
     except SpaceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if space.budget.max_concurrent == "auto":  # sized once Ray is up; a trial without GPUs cannot be sized
+        from paretorl.sweep.cluster import gpus_per_trial
+
+        if gpus_per_trial(space.trial_config({})) <= 0:
+            print(f"error: {args.space}: budget.max_concurrent is 'auto' (from --profile {args.profile}) but a trial uses no GPUs; pass --max-concurrent N", file=sys.stderr)
+            return 2
     task_spec = args.task or space.task or "arith"
     name = args.name or "-".join([Path(args.space).stem, Path(task_spec.split(":")[0]).stem, *(["smoke"] if args.smoke_test else []), time.strftime("%Y%m%d-%H%M%S")])
     sweep_dir = (Path(args.output_dir) / name).resolve()
-    if sweep_dir.exists():
-        print(f"error: {sweep_dir} already holds a sweep named {name!r}; pick another --name (resuming a sweep is not supported yet)", file=sys.stderr)
-        return 2
 
-    from paretorl.sweep.run import console, default_cache_dir, prepare, print_front, run
-    from paretorl.sweep.tracking import mlflow_ui_command, resolve_tracking_uri
-    from paretorl.tasks import TaskLoadError, resolve_spec
+    from paretorl.sweep.run import default_cache_dir, read_record
+    from paretorl.sweep.tracking import resolve_tracking_uri
+    from paretorl.tasks import resolve_spec
 
     task_spec = resolve_spec(task_spec)  # absolute file path: Tune changes the trials' cwd
+    record = {
+        "name": name,
+        "space": space.model_dump(mode="json"),
+        "task": task_spec,
+        "tracking_uri": resolve_tracking_uri(tracking["uri"]),
+        "artifact_location": tracking["artifact_location"],
+        "experiment": args.experiment,
+        "cache_dir": str(Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir()),
+    }
+    previous = read_record(sweep_dir)
+    if previous:  # the same command again: resume, if it really is the same sweep
+        differs = [k for k in ("space", "task", "tracking_uri", "experiment") if previous.get(k) != record[k]]
+        if differs:
+            print(f"error: {sweep_dir} holds a sweep named {name!r} with a different {', '.join(differs)}; pick another --name, or continue it with --resume {sweep_dir}", file=sys.stderr)
+            return 2
+    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
+        print(f"error: {sweep_dir} exists and is not a ParetoRL sweep (no sweep.json); pick another --name", file=sys.stderr)
+        return 2
+    return launch(sweep_dir, record, args.num_cpus)
+
+
+def resume(args) -> int:
+    from paretorl.sweep.run import read_record
+
+    sweep_dir = Path(args.resume).resolve()
+    record = read_record(sweep_dir)
+    if not record:
+        print(f"error: {sweep_dir} is not a ParetoRL sweep folder (no sweep.json); it should be <output-dir>/<sweep name>", file=sys.stderr)
+        return 2
+    return launch(sweep_dir, record, args.num_cpus)
+
+
+def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
+    """Prepare, record in `sweep_dir`/sweep.json, and run (or continue) the sweep."""
+    from paretorl.sweep.run import console, prepare, print_front, run, write_record
+    from paretorl.sweep.space import SearchSpace
+    from paretorl.sweep.tracking import mlflow_ui_command
+    from paretorl.tasks import TaskLoadError
+
+    space, name = SearchSpace.model_validate(record["space"]), record["name"]
     try:
-        prep = prepare(space, task_spec, sweep_dir, Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+        prep = prepare(space, record["task"], sweep_dir, Path(record["cache_dir"]))
     except (TaskLoadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    write_record(sweep_dir, **record)
 
     import ray
 
@@ -101,17 +149,28 @@ def main(argv=None) -> int:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
     from ray import serve
 
     serve.start(proxy_location="Disabled")  # rollouts go through handles only; started here, outside any trial's placement group
-    uri = resolve_tracking_uri(args.mlflow_uri)
-    result = run(prep, uri, args.experiment, name)
+    if space.budget.max_concurrent == "auto":
+        from paretorl.sweep.cluster import gpus_per_trial, resolve_max_concurrent
+
+        try:
+            space.budget.max_concurrent = resolve_max_concurrent("auto", space.trial_config({}), ray.cluster_resources())
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        console.print(f"max_concurrent auto: {space.budget.max_concurrent} trials at once ({gpus_per_trial(space.trial_config({})):g} GPUs each)")
+    uri = record["tracking_uri"]
+    result = run(prep, uri, record["experiment"], name)
     maximize, minimize = space.metrics
     print_front(result["front"], maximize, minimize, list(space.params))
     for trial_id, error in result["errors"].items():
         console.print(f"[red]trial {trial_id} failed:[/red] {error}")
     console.print(f"{result['trials']} trials, {len(result['points'])} evaluated checkpoints, sweep took {time.time() - started:.0f} s")
+    if result["errors"]:
+        console.print(f"[red]{len(result['errors'])} of {result['trials']} trials failed[/red] (errors above, and tagged paretorl.error on their MLflow runs)")
     console.print(f"results: {sweep_dir}")
     console.print(f"browse the front (parent run {result['parent_run_id']}): {mlflow_ui_command(uri)}")
     return 0 if len(result["errors"]) < result["trials"] else 1

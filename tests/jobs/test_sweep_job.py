@@ -126,12 +126,31 @@ def test_bad_input_is_refused_before_ray_starts(tmp_path, args, message):
 def test_help_documents_every_flag():
     proc = run_job(["--help"], cwd=ROOT, timeout=60)
     assert proc.returncode == 0
-    for flag in ("--space", "--task", "--smoke-test", "--mlflow-uri", "--experiment", "--name", "--output-dir", "--cache-dir", "--trials", "--max-concurrent", "--num-cpus"):
+    for flag in ("--space", "--task", "--profile", "--resume", "--smoke-test", "--mlflow-uri", "--experiment", "--name", "--output-dir", "--cache-dir", "--trials", "--max-concurrent", "--num-cpus"):
         assert flag in proc.stdout
 
 
-def test_an_existing_sweep_is_never_overwritten(tmp_path):
+def test_an_existing_folder_is_never_overwritten(tmp_path):
     (tmp_path / "runs" / "taken").mkdir(parents=True)
+    (tmp_path / "runs" / "taken" / "notes.txt").write_text("not a sweep")
     proc = run_job(["--name", "taken", "--output-dir", str(tmp_path / "runs")], cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
-    assert "already holds a sweep named 'taken'" in proc.stderr
+    assert "exists and is not a ParetoRL sweep" in proc.stderr
+
+
+def test_the_same_name_with_other_settings_is_refused(tmp_path):
+    import json
+
+    sweep = tmp_path / "runs" / "taken"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"name": "taken", "space": {"params": {}}, "task": "arith"}))
+    proc = run_job(["--name", "taken", "--output-dir", str(tmp_path / "runs")], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "holds a sweep named 'taken' with a different space" in proc.stderr
+    assert "--resume" in proc.stderr
+
+
+def test_resume_needs_a_sweep_folder(tmp_path):
+    proc = run_job(["--resume", str(tmp_path)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "is not a ParetoRL sweep folder (no sweep.json)" in proc.stderr

@@ -8,28 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from paretorl.sweep.trial import run_trial
+from tests.conftest import COIN_TASK, tune_one_trial
 
 
 @pytest.fixture(scope="module")
 def trial_result(ray_local, tiny_prepared, tmp_path_factory):
-    from ray import tune
-
-    from paretorl.sweep.run import base_evaluation, deep_copy_trial
-
-    from tests.conftest import COIN_TASK
-
-    prep = tiny_prepared
-    prep.shared["base_eval"] = base_evaluation(prep)
     sampled = {"algo.objective": "maxrl", "algo.alpha": 0.2, "algo.kl_coef": 0.01, "train.lr": 3e-3}
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_trial, base=deep_copy_trial(prep.space, COIN_TASK), shared=prep.shared), {"cpu": 0.01}),
-        param_space=sampled,
-        run_config=tune.RunConfig(storage_path=str(tmp_path_factory.mktemp("tune")), name="one-trial", verbose=0),
-    )
-    grid = tuner.fit()
-    assert not grid.errors, grid.errors
-    return prep, grid[0]
+    return tiny_prepared, tune_one_trial(tiny_prepared, COIN_TASK, sampled, tmp_path_factory.mktemp("tune"), "one-trial")
 
 
 def test_trial_reports_every_step_and_evaluates(trial_result):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from paretorl.tasks import (TASKS, ArithTask, MazeTask, Task, TaskLoadError, load_task, register_task,
-                            resolve_spec, validate_rows)
+from paretorl.tasks import (TASKS, ArithTask, MazeTask, Task, TaskLoadError, WordProblemTask, load_task,
+                            register_task, resolve_spec, validate_rows)
 
 GOOD = '''
 class Echo:
@@ -28,7 +28,7 @@ def plugin(tmp_path):
 
 
 def test_builtin_names():
-    assert TASKS == {"arith": ArithTask, "maze": MazeTask}
+    assert TASKS == {"arith": ArithTask, "maze": MazeTask, "wordproblems": WordProblemTask}
     assert isinstance(load_task("arith"), Task)
     assert load_task("maze", max_size=5).max_size == 5
 

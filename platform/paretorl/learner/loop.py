@@ -7,7 +7,8 @@ DeepSpeed engine sit behind the small interfaces it calls.
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -18,9 +19,13 @@ import torch
 from paretorl import algos
 from paretorl.config import TrialConfig
 from paretorl.evaluate.passk_eval import evaluate_policy, score_rollouts
-from paretorl.learner.policy import batched_logprobs, build_batch, make_engine, token_logprobs
+from paretorl.learner import checkpoint as ckpt
+from paretorl.learner.policy import batched_logprobs, build_batch, gathered_state_dict, logprob_abs_diff, make_engine, token_logprobs
 from paretorl.models.tokenizer import encode_prompt
 from paretorl.rollout.types import SamplingParams
+
+
+PRIORITY_KEY = "checkpoint_priority"  # Ray Train keeps the top-K checkpoints by this (see sweep/trial.py)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,7 +50,7 @@ def prompt_stream(shard, batch_size: int, seed: int, start_batch: int = 0):
         epoch += 1
 
 
-def rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg: TrialConfig, pad_id: int) -> dict:
+def rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg: TrialConfig, pad_id: int, step: int = 0) -> dict:
     """One policy update on a batch of rollouts; returns metrics (the model is updated in place)."""
     a, t = cfg.algo, cfg.train
     g, n = len(prompts), t.samples_per_prompt
@@ -63,8 +68,7 @@ def rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg: TrialConf
     old_logprobs = batched_logprobs(model, batch, micro, t.temperature)
     ref_logprobs = batched_logprobs(ref_model, batch, micro, t.temperature) if ref_model is not None else None
     model.train()
-    rollout_lp = torch.from_numpy(rollouts.logprobs[:, : batch.mask.shape[1]]) * batch.mask
-    logprob_abs_diff = ((old_logprobs - rollout_lp).abs().sum() / batch.mask.sum()).item()
+    rollout_diff = logprob_abs_diff(old_logprobs, rollouts.logprobs, batch.mask)
 
     in_loss = a.kl_coef > 0 and a.kl_placement == "loss"
     tok_adv = algos.token_advantages(
@@ -88,8 +92,13 @@ def rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg: TrialConf
                 ref_logprobs=ref_logprobs[sub] if in_loss else None, kl_coef=a.kl_coef if in_loss else 0.0,
                 kl_estimator=a.kl_estimator, entropy=entropy, normalizer=normalizer,
             )
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"policy loss is {loss.item()} at policy version {rollouts.version}")
+            if step and step == cfg.faults.nan_loss_at_step:
+                loss = loss * float("nan")
+            if not _all_finite(loss):
+                raise NonFiniteLossError(
+                    f"policy loss is {loss.item()} at step {step} (policy version {rollouts.version}); "
+                    "the trial stopped before applying the update: its checkpoints hold the last finite policy"
+                )
             engine.backward(loss, scale_wrt_gas=False)  # the normalizer already averages over the mini-batch
             engine.step()
             step_metrics.append(metrics)
@@ -103,11 +112,21 @@ def rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg: TrialConf
         "train/truncated_frac": truncated.float().mean().item(),
         "train/adv_abs_mean": adv.abs().mean().item(),
         "train/zero_adv_groups_frac": (adv.abs().sum(1) == 0).float().mean().item(),
-        "rollout/logprob_abs_diff": logprob_abs_diff,
+        "rollout/logprob_abs_diff": rollout_diff,
     }
     for key in step_metrics[0]:
         out[f"train/{key}"] = float(np.mean([m[key] for m in step_metrics]))
     return out
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    """True when every rank's loss is finite: all ranks stop together, none waits on a dead peer."""
+    bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0)
+    if torch.distributed.is_initialized():
+        if torch.distributed.get_backend() == "nccl":  # NCCL reduces CUDA tensors only (GPU learners)
+            bad = bad.cuda()
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return bad.item() == 0.0
 
 
 def _normalizer(aggregation: str, mask: torch.Tensor) -> float:
@@ -124,17 +143,11 @@ def _publish(registry, version: int, model, rank: int) -> None:
     """Rank 0 publishes the new weights; every rank waits until they are published."""
     from paretorl.rollout.registry import publish
 
+    weights = gathered_state_dict(model)  # every rank: under ZeRO-3 the shards are gathered collectively
     if rank == 0:
-        publish(registry, version, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        publish(registry, version, weights)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
-
-
-def save_checkpoint(model, tokenizer, state: dict, out_dir: Path) -> None:
-    """Weights as safetensors + tokenizer + a JSON of the loop state: nothing is pickled."""
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "trial_state.json").write_text(json.dumps(state, indent=2))
 
 
 def train_loop(loop_config: dict) -> None:
@@ -158,30 +171,35 @@ def train_loop(loop_config: dict) -> None:
 
     start_step, version, start_batch, last_eval = 0, 0, 0, dict(loop_config.get("base_eval") or {})
     model_dir = paths["base_model"]
+    g, n = cfg.train.prompts_per_step, cfg.train.samples_per_prompt
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # resume: weights and loop state from the latest report
+    if checkpoint is not None:  # retried or resumed: weights, optimizer, RNG and loop state of the latest report
         with checkpoint.as_directory() as ckpt_dir:
-            state = json.loads((Path(ckpt_dir) / "trial_state.json").read_text())
             model, tokenizer = load_policy(ckpt_dir)
+            engine = make_engine(model, cfg.train, g * n // cfg.train.updates_per_step, world)
+            state = ckpt.restore(Path(ckpt_dir), engine, rank)
         start_step, version, start_batch, last_eval = state["step"], state["version"], state["next_batch"], state["last_eval"]
+        print(f"[paretorl] resumed from the checkpoint of step {start_step} (policy version {version})", flush=True)
     else:
         model, tokenizer = load_policy(model_dir)
+        engine = make_engine(model, cfg.train, g * n // cfg.train.updates_per_step, world)
     ref_model = None
     if cfg.algo.kl_coef > 0:
         ref_model, _ = load_policy(model_dir)  # the reference is always the base policy
-        ref_model.requires_grad_(False).eval()
+        ref_model.requires_grad_(False).eval().to(engine.device)
 
-    g, n = cfg.train.prompts_per_step, cfg.train.samples_per_prompt
-    engine = make_engine(model, cfg.train, g * n // cfg.train.updates_per_step, world)
     registry = ray.get_actor(paths["registry"], namespace=NAMESPACE)
     replicas = cfg.rollout.autoscaling.get("max_replicas", 1) if cfg.rollout.autoscaling else cfg.rollout.replicas
     rollout = RolloutClient(serve.get_app_handle(paths["rollout_app"]), replicas, tokenizer.pad_token_id)
-    if checkpoint is not None:  # resumed: the checkpoint's weights become a new, current version
-        version = max(version, ray.get(registry.current.remote())) + 1
+    published = ray.get(registry.current.remote())
+    if checkpoint is not None or published > version:  # a retry: its weights become the newest version
+        version = max(version, published) + 1  # (a crash right after a report can lose that report's checkpoint)
         _publish(registry, version, model, rank)
 
     stream = prompt_stream(ray.train.get_dataset_shard("train"), g, cfg.train.seed, start_batch)
     for step in range(start_step + 1, cfg.train.steps + 1):
+        if step == cfg.faults.crash_at_step and checkpoint is None and rank == 0:
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a learner process dies mid-trial
         t0 = time.perf_counter()
         batch_index, rows = next(stream)
         prompts = [encode_prompt(tokenizer, row["prompt"]) for row in rows]
@@ -190,7 +208,12 @@ def train_loop(loop_config: dict) -> None:
         t_rollout = time.perf_counter() - t0
         correct = score_rollouts(task, rows, rollouts, tokenizer)
         t1 = time.perf_counter()
-        metrics = rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg, tokenizer.pad_token_id)
+        try:
+            metrics = rl_step(engine, model, ref_model, prompts, rollouts, correct, cfg, tokenizer.pad_token_id, step)
+        except NonFiniteLossError as e:  # not retried (the same state would diverge again): run_trial raises it
+            if rank == 0:
+                ray.get(registry.fail.remote(f"NonFiniteLossError: {e}"))
+            return
         t_update = time.perf_counter() - t1
 
         version += 1
@@ -204,6 +227,7 @@ def train_loop(loop_config: dict) -> None:
             "rollout/sync_seconds": rollouts.stats.get("sync_s", 0.0),
             "train/update_seconds": t_update,
             "train/step_seconds": time.perf_counter() - t0,
+            "train/restored_from_step": start_step if checkpoint is not None else -1,
         })
         evaluated = step % cfg.eval.every == 0 or step == cfg.train.steps
         if evaluated:
@@ -211,10 +235,11 @@ def train_loop(loop_config: dict) -> None:
             last_eval["eval/step"] = step
         metrics.update(last_eval)
         metrics["evaluated"] = evaluated
-        if evaluated and rank == 0:
+        if evaluated or step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            metrics[PRIORITY_KEY] = step + (1e9 if evaluated else 0.0)  # evaluated checkpoints outlive the others
             with tempfile.TemporaryDirectory() as tmp:
                 state = {"step": step, "version": version, "next_batch": batch_index + 1, "last_eval": last_eval, "trial": loop_config["trial"]}
-                save_checkpoint(model, tokenizer, state, Path(tmp))
+                ckpt.save(Path(tmp), engine, model, tokenizer, state, rank)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)

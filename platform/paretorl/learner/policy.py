@@ -51,10 +51,40 @@ def clear_stale_build_locks(root: str, older_than_s: float = 900.0) -> list[str]
 def make_engine(model, train_cfg, mini_batch: int, world_size: int):
     import deepspeed
 
+    if train_cfg.activation_checkpointing:  # before DeepSpeed wraps the module; non-reentrant: works with ZeRO-3's hooks
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=deepspeed_config(train_cfg, mini_batch, world_size)
     )
     return engine
+
+
+def gathered_state_dict(model) -> dict[str, torch.Tensor]:
+    """The full weights, detached copies on CPU, on every rank.
+
+    Under ZeRO-3 each rank holds only a shard of every parameter (the module's own tensors
+    are empty placeholders), so the shards are gathered first: a collective, every rank
+    must call it. Under ZeRO-0/1/2 it is a plain CPU copy of `state_dict()`.
+    """
+    params = [p for p in model.parameters() if hasattr(p, "ds_id")]  # ZeRO-3 partitioned parameters
+    if params:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            return _cpu_copy(model.state_dict())
+    return _cpu_copy(model.state_dict())
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copies; tensors that share memory (tied embeddings) stay shared in the copy."""
+    copies: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, t in state.items():
+        key = (t.device, t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
+        if key not in copies:
+            copies[key] = t.detach().to("cpu", copy=True)
+        out[name] = copies[key]
+    return out
 
 
 @dataclass
@@ -77,6 +107,9 @@ class SequenceBatch:
 
     def select(self, rows: slice) -> "SequenceBatch":
         return SequenceBatch(*(t[rows] for t in (self.input_ids, self.attention, self.resp_index, self.resp_ids, self.mask)))
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(*(t.to(device) for t in (self.input_ids, self.attention, self.resp_index, self.resp_ids, self.mask)))
 
 
 def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> SequenceBatch:
@@ -103,7 +136,11 @@ def token_logprobs(model, batch: SequenceBatch, temperature: float = 1.0, with_e
     """Log-probs [B, T] of the response tokens under `model` (logits / temperature, as sampled).
 
     Returns (logprobs, entropy or None); entries past each response's length are 0.
+    Computed on the model's device (a GPU learner), returned on the batch's (CPU): the loss
+    math downstream is over [B, T] tensors and stays on CPU; gradients flow back through the copy.
     """
+    home = batch.mask.device
+    batch = batch.to(_device_of(model))
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention).logits
     idx = batch.resp_index.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
     resp_logits = torch.gather(logits, 1, idx).float() / temperature  # [B, T, V]
@@ -111,11 +148,27 @@ def token_logprobs(model, batch: SequenceBatch, temperature: float = 1.0, with_e
     logprobs = torch.gather(logp_all, 2, batch.resp_ids.unsqueeze(-1)).squeeze(-1) * batch.mask
     entropy = None
     if with_entropy:
-        entropy = -(logp_all.exp() * logp_all).sum(-1) * batch.mask
-    return logprobs, entropy
+        entropy = (-(logp_all.exp() * logp_all).sum(-1) * batch.mask).to(home)
+    return logprobs.to(home), entropy
+
+
+def _device_of(model) -> torch.device:
+    """A DeepSpeed engine knows its device; a plain module is where its weights are."""
+    device = getattr(model, "device", None)
+    return torch.device(device) if device is not None else next(model.parameters()).device
 
 
 @torch.no_grad()
 def batched_logprobs(model, batch: SequenceBatch, micro: int, temperature: float) -> torch.Tensor:
     parts = [token_logprobs(model, batch.select(slice(i, i + micro)), temperature)[0] for i in range(0, len(batch.mask), micro)]
     return torch.cat(parts)
+
+
+def logprob_abs_diff(learner_logprobs: torch.Tensor, rollout_logprobs: np.ndarray, mask: torch.Tensor) -> float:
+    """Mean |learner - rollout| log-prob over response tokens (`rollout/logprob_abs_diff`).
+
+    Same tokens, same temperature: near 0 when the rollout engine held the learner's weights
+    (bf16 vs fp32 rounding aside); large when it sampled with other (stale) weights.
+    """
+    rollout_lp = torch.tensor(rollout_logprobs[:, : mask.shape[1]]) * mask  # a copy: Ray hands back read-only arrays
+    return ((learner_logprobs - rollout_lp).abs().sum() / mask.sum()).item()

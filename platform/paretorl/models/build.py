@@ -36,6 +36,27 @@ def save_policy(model, tokenizer, out_dir: str | Path) -> Path:
     return out_dir
 
 
+def save_base_policy(model, tokenizer, out_dir: Path, meta: dict) -> Path:
+    """Save a base policy into the cache atomically, with `meta` as paretorl_base.json.
+
+    Written to a temporary sibling, then renamed; if another process finished the same base
+    first, theirs is kept. Readers never see a half-written directory.
+    """
+    import json
+    import shutil
+    import time
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{time.time_ns()}")
+    save_policy(model, tokenizer, tmp)
+    (tmp / "paretorl_base.json").write_text(json.dumps(meta, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.replace(out_dir)
+    return out_dir
+
+
 def load_policy(model_dir: str | Path, dtype=None):
     """(model, tokenizer) from an HF directory; never unpickles (safetensors only)."""
     import torch

@@ -12,17 +12,16 @@ import hashlib
 import inspect
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
-from paretorl.models.build import build_model, save_policy
+from paretorl.models.build import build_model, load_policy, save_base_policy
 from paretorl.models.tokenizer import build_tokenizer, encode_completion, encode_prompt
 
 CACHE_VERSION = 1
 
 
-def cache_key(task, task_cfg, model_cfg, sft_cfg) -> str:
+def cache_key(task, task_cfg, model_cfg, sft_cfg, init: str | None = None) -> str:
     try:
         source = inspect.getsource(type(task))
     except (OSError, TypeError):
@@ -34,6 +33,7 @@ def cache_key(task, task_cfg, model_cfg, sft_cfg) -> str:
             "source": hashlib.sha256(source.encode()).hexdigest(),
             "model": model_cfg.model_dump(),
             "sft": sft_cfg.model_dump(),
+            **({"init": init} if init else {}),
         },
         sort_keys=True,
     )
@@ -55,11 +55,13 @@ def _batches(examples: list[list[int]], prompt_lens: list[int], batch_size: int,
         width = max(len(examples[i]) for i in idx)
         ids = torch.full((batch_size, width), pad_id, dtype=torch.long)
         labels = torch.full((batch_size, width), -100, dtype=torch.long)
+        attn = torch.zeros((batch_size, width), dtype=torch.long)  # by length: a chat model's pad id is also its EOS
         for row, i in enumerate(idx):
             seq = torch.tensor(examples[i])
             ids[row, : len(seq)] = seq
             labels[row, prompt_lens[i] : len(seq)] = seq[prompt_lens[i] :]
-        yield ids, labels, (ids != pad_id).long()
+            attn[row, : len(seq)] = 1
+        yield ids, labels, attn
 
 
 def train_sft(model, tokenizer, pairs: list[tuple[str, str]], cfg, max_len: int, progress=None) -> list[float]:
@@ -93,31 +95,36 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], cfg, max_len: int,
     return losses
 
 
-def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache_root: str | Path, log=print) -> Path:
-    """The cached base policy directory for this task + model + SFT config (built if missing)."""
-    out = Path(cache_root) / f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg)}"
+def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache_root: str | Path, log=print,
+               init_dir: str | Path | None = None) -> Path:
+    """The cached base policy directory for this task + model + SFT config (built if missing).
+
+    init_dir: start from this HF directory (a converted pretrained model, its own tokenizer)
+    instead of a fresh tiny model with a tokenizer trained on the task's text.
+    """
+    init = Path(init_dir).name if init_dir else None  # pretrained-<fingerprint>: names the content
+    out = Path(cache_root) / f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg, init)}"
     if (out / "paretorl_base.json").exists():
         log(f"base policy: cached at {out}")
         return out
     started = time.time()
     pairs = demonstrations(task, train_rows, sft_cfg.n_demos, sft_cfg.seed)
-    texts = [text for pair in pairs for text in pair]
-    tokenizer = build_tokenizer(texts, model_cfg.vocab_size)
-    model = build_model(model_cfg, tokenizer, seed=sft_cfg.seed)
+    if init_dir:
+        model, tokenizer = load_policy(init_dir)
+        max_len = model.config.max_position_embeddings
+    else:
+        texts = [text for pair in pairs for text in pair]
+        tokenizer = build_tokenizer(texts, model_cfg.vocab_size)
+        model = build_model(model_cfg, tokenizer, seed=sft_cfg.seed)
+        max_len = model_cfg.max_len
     n_params = sum(p.numel() for p in model.parameters())
     log(f"base policy: SFT of a {n_params / 1e6:.2f}M-parameter Llama for {sft_cfg.steps} steps on {len(pairs)} demonstrations")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("SFT"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"), TimeRemainingColumn()) as bar:
         job = bar.add_task("sft", total=sft_cfg.steps, loss=float("nan"))
-        losses = train_sft(model, tokenizer, pairs, sft_cfg, model_cfg.max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
-    tmp = out.with_name(out.name + ".tmp")
-    save_policy(model, tokenizer, tmp)
+        losses = train_sft(model, tokenizer, pairs, sft_cfg, max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
     meta = {"params": n_params, "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
-    (tmp / "paretorl_base.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():  # another process finished the same build first: keep theirs
-        shutil.rmtree(tmp)
-    else:
-        tmp.replace(out)
+    save_base_policy(model, tokenizer, out, meta)
     log(f"base policy: trained in {meta['seconds']} s, final loss {meta['final_loss']:.3f}, saved to {out}")
     return out

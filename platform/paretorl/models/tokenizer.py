@@ -2,7 +2,9 @@
 
 Byte-level, so any text a task produces (or a model emits) round-trips; digits are split
 one per token so arithmetic stays learnable for tiny models. Saved with `save_pretrained`,
-so HF, the embedded engine and vLLM all load the same files.
+so HF, the embedded engine and vLLM all load the same files. The encode/decode helpers below
+serve that tokenizer and a pretrained model's own (chat template) alike: learner, evaluation
+and SFT have one code path.
 """
 
 from __future__ import annotations
@@ -32,12 +34,24 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int):
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """<bos> prompt <sep>: the model answers after <sep>."""
-    return [tokenizer.bos_token_id, *tokenizer.encode(prompt, add_special_tokens=False), tokenizer.sep_token_id]
+    """The prompt's ids, ending where the model's answer begins; chosen by the tokenizer.
+
+    The project's own tokenizer (it has <sep>): <bos> prompt <sep>. A pretrained chat model: its
+    own chat template with one user turn and the assistant header (add_generation_prompt). A
+    pretrained model without a template: <bos> (if it has one) and the prompt text.
+    """
+    if tokenizer.sep_token_id is not None:
+        return [tokenizer.bos_token_id, *tokenizer.encode(prompt, add_special_tokens=False), tokenizer.sep_token_id]
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        return tokenizer.encode(text, add_special_tokens=False)
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    return [*bos, *tokenizer.encode(prompt, add_special_tokens=False)]
 
 
 def encode_completion(tokenizer, completion: str) -> list[int]:
-    """completion <eos>: EOS is part of the response (and of its length)."""
+    """completion <eos>: EOS is part of the response (and of its length); for a chat model the
+    EOS is the end of the assistant turn (e.g. <|im_end|>)."""
     return [*tokenizer.encode(completion, add_special_tokens=False), tokenizer.eos_token_id]
 
 

@@ -22,6 +22,7 @@ class WeightRegistry:
     def __init__(self):
         self._version = 0
         self._weights: list | None = None  # [ObjectRef] wrapped so Ray does not resolve it here
+        self._failure: str | None = None
 
     def publish(self, version: int, wrapped_ref: list) -> None:
         if version <= self._version:
@@ -30,6 +31,13 @@ class WeightRegistry:
 
     def current(self) -> int:
         return self._version
+
+    def fail(self, message: str) -> None:
+        """The learner stopped the trial for a reason a retry cannot fix (e.g. a NaN loss)."""
+        self._failure = message
+
+    def failure(self) -> str | None:
+        return self._failure
 
     def get(self, version: int) -> list:
         """The wrapped ref of `version`; only the latest version is kept."""

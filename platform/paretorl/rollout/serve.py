@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from paretorl.rollout.registry import StaleVersionError, fetch
 from paretorl.rollout.types import Rollouts, SamplingParams
 
+logger = logging.getLogger(__name__)
 
-def make_engine(engine: str, model_dir: str, *, dtype: str, threads: int):
-    if engine == "embedded":
+
+def make_engine(cfg, model_dir: str):
+    """The rollout engine `cfg.engine` names (cfg: paretorl.config.RolloutConfig), on the base policy."""
+    if cfg.engine == "embedded":
         from paretorl.models.build import load_policy
         from paretorl.rollout.engine import EmbeddedEngine
 
         model, tokenizer = load_policy(model_dir)
         return EmbeddedEngine(
-            model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=dtype, threads=threads
+            model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=cfg.dtype, threads=cfg.threads
         )
-    raise ValueError(f"unknown rollout engine {engine!r}")
+    if cfg.engine == "vllm":
+        from transformers import AutoTokenizer
+
+        from paretorl.rollout.vllm_engine import VLLMEngine
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        return VLLMEngine(
+            model_dir, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=cfg.dtype,
+            threads=cfg.threads, vllm=cfg.vllm.model_dump(),
+        )
+    raise ValueError(f"unknown rollout engine {cfg.engine!r}")
 
 
 class RolloutServer:
-    """One replica. `generate` samples with exactly the policy version the request names."""
+    """One replica. `generate` samples with exactly the policy version the request names.
 
-    def __init__(self, model_dir: str, registry_name: str, engine: str, dtype: str, threads: int):
-        self._engine = make_engine(engine, model_dir, dtype=dtype, threads=threads)
+    A replica starts on the base policy (version 0) whether it is one of the first, a restart or
+    an autoscaled addition, and pulls whatever version its first request names.
+    """
+
+    def __init__(self, model_dir: str, registry_name: str, rollout: dict):
+        from ray import serve
+
+        from paretorl.config import RolloutConfig
+
+        self._engine = make_engine(RolloutConfig.model_validate(rollout), model_dir)
         self._registry_name = registry_name
         self._version = 0  # the base policy in model_dir
         self._lock = threading.Lock()
+        self._replica = serve.get_replica_context().replica_id.unique_id  # a restarted replica gets a new one
 
     def _sync(self, version: int) -> float:
         started = time.perf_counter()
@@ -44,7 +67,7 @@ class RolloutServer:
             if self._version != version:
                 raise StaleVersionError(f"replica holds version {self._version}, request needs {version}")
             out.version = self._version
-            out.stats = {**out.stats, "sync_s": sync_s, "gen_s": time.perf_counter() - started}
+            out.stats = {**out.stats, "sync_s": sync_s, "gen_s": time.perf_counter() - started, "replica": self._replica}
             return out
 
     def version(self) -> int:
@@ -64,26 +87,43 @@ def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg):
         options["autoscaling_config"] = cfg.autoscaling
     else:
         options["num_replicas"] = cfg.replicas
-    app = serve.deployment(RolloutServer, **options).bind(str(model_dir), registry_name, cfg.engine, cfg.dtype, cfg.threads)
+    app = serve.deployment(RolloutServer, **options).bind(str(model_dir), registry_name, cfg.model_dump())
     return serve.run(app, name=app_name, route_prefix=None)
 
 
 class RolloutClient:
-    """What the learner holds: splits a batch over replicas and checks every response's version."""
+    """What the learner holds: splits a batch over replicas and checks every response's version.
 
-    def __init__(self, handle, replicas: int, pad_id: int):
+    A chunk whose replica died while sampling it (killed, node lost) is sent again, up to
+    `retries` times: Serve routes the retry to a live replica, which pulls the version first.
+    """
+
+    def __init__(self, handle, replicas: int, pad_id: int, retries: int = 2):
         self._handle = handle
         self._replicas = replicas
         self._pad_id = pad_id
+        self._retries = retries
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, version: int) -> Rollouts:
         chunks = _split(prompts, self._replicas)
         responses = [self._handle.generate.remote(chunk, params, version) for chunk in chunks]
-        parts = [r.result() for r in responses]
+        parts = [self._result(r, chunk, params, version) for r, chunk in zip(responses, chunks)]
         for part in parts:
             if part.version != version:
                 raise StaleVersionError(f"rollout sampled with version {part.version}, expected {version}")
         return concat(parts, self._pad_id)
+
+    def _result(self, response, chunk: list[list[int]], params: SamplingParams, version: int) -> Rollouts:
+        from ray.exceptions import RayActorError
+
+        for attempt in range(self._retries + 1):
+            try:
+                return response.result()
+            except RayActorError as e:  # the replica died mid-request; nothing was sampled
+                if attempt == self._retries:
+                    raise
+                logger.warning("rollout replica died (%s); sending its %d prompts again", type(e).__name__, len(chunk))
+                response = self._handle.generate.remote(chunk, params, version)
 
 
 def _split(items: list, parts: int) -> list[list]:

@@ -35,8 +35,7 @@ class Prepared:
 
 
 def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path) -> Prepared:
-    """Task rows -> Parquet splits, SFT base policy (cached). Raises on bad input, before Ray."""
-    from paretorl.models.sft import warm_start
+    """Task rows -> Parquet splits, base policy (cached). Raises on bad input, before Ray."""
     from paretorl.tasks import load_task, read_rows, validate_rows, write_splits
 
     base_cfg = space.trial_config({}, {"task": {"name": task_spec}})
@@ -49,8 +48,7 @@ def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path
     validate_rows(eval_rows, splits["eval"])
     if len(train_rows) < base_cfg.train.prompts_per_step:
         raise ValueError(f"{splits['train']}: {len(train_rows)} rows, fewer than train.prompts_per_step = {base_cfg.train.prompts_per_step}")
-    _check_demonstrations(task, train_rows, task_spec)
-    base_model = warm_start(task, base_cfg.task, base_cfg.model, base_cfg.sft, train_rows, cache_dir, log=console.print)
+    base_model = _base_policy(task, task_spec, base_cfg, train_rows, eval_rows, cache_dir)
     shared = {
         "base_model": str(base_model),
         "train": str(Path(splits["train"]).resolve()),
@@ -58,6 +56,22 @@ def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path
         "storage": str((sweep_dir / "ray").resolve()),
     }
     return Prepared(space, task_spec, sweep_dir, shared)
+
+
+def _base_policy(task, task_spec: str, cfg, train_rows: list[dict], eval_rows: list[dict], cache_dir: Path) -> Path:
+    """The tiny model warm-started by SFT, or the pretrained model (converted once), SFT only if asked."""
+    from paretorl.models.sft import warm_start
+
+    init = None
+    if cfg.model.pretrained:
+        from paretorl.models.pretrained import check_context, convert_pretrained
+
+        init = convert_pretrained(cfg.model.pretrained, cache_dir, log=console.print)
+        check_context(init, [r["prompt"] for r in train_rows + eval_rows], max(cfg.train.max_new_tokens, cfg.eval.max_new_tokens))
+        if not cfg.sft.on_pretrained:
+            return init
+    _check_demonstrations(task, train_rows, task_spec)
+    return warm_start(task, cfg.task, cfg.model, cfg.sft, train_rows, cache_dir, log=console.print, init_dir=init)
 
 
 def _check_demonstrations(task, rows: list[dict], spec: str, n: int = 20) -> None:
@@ -96,6 +110,25 @@ def base_evaluation(prep: Prepared) -> dict:
     return metrics
 
 
+RECORD = "sweep.json"  # what --resume needs: the validated space, task, tracking store, parent run
+
+
+def write_record(sweep_dir: Path, **fields) -> dict:
+    """Create or update the sweep's record (atomic replace)."""
+    path = Path(sweep_dir) / RECORD
+    record = {**read_record(sweep_dir), **fields}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)
+    return record
+
+
+def read_record(sweep_dir: Path) -> dict:
+    path = Path(sweep_dir) / RECORD
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
@@ -114,17 +147,24 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
     console.print(f"base policy on held-out prompts: pass@1 = {base_eval['eval/pass_at_1']:.3f}, {maximize} = {base_eval.get(maximize, float('nan')):.3f}, mean tokens = {base_eval['eval/mean_tokens']:.1f}")
 
     client = MlflowClient(tracking_uri)
-    exp_id = ensure_experiment(client, experiment, tracking_uri)
-    parent = client.create_run(exp_id, run_name=name, tags={"paretorl.sweep": name, "paretorl.task": prep.task_spec})
-    parent_id = parent.info.run_id
-    base_tree = space.trial_config({}, {"task": {"name": prep.task_spec}}).model_dump()
-    client.log_batch(
-        parent_id,
-        params=[Param(k, str(v)[:6000]) for k, v in flatten(base_tree).items()] + [Param("sweep.space", json.dumps(space.model_dump(mode="json"))[:6000])],
-        metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
-    )
+    record = read_record(prep.sweep_dir)
+    if record.get("parent_run_id"):  # resuming: the same parent run, the same child runs
+        exp_id, parent_id = record["experiment_id"], record["parent_run_id"]
+        client.update_run(parent_id, status="RUNNING")
+        console.print(f"resuming sweep {name!r}: MLflow parent run {parent_id}")
+    else:
+        exp_id = ensure_experiment(client, experiment, tracking_uri, record.get("artifact_location"))  # a profile's tracking.artifact_location
+        parent = client.create_run(exp_id, run_name=name, tags={"paretorl.sweep": name, "paretorl.task": prep.task_spec})
+        parent_id = parent.info.run_id
+        base_tree = space.trial_config({}, {"task": {"name": prep.task_spec}}).model_dump()
+        client.log_batch(
+            parent_id,
+            params=[Param(k, str(v)[:6000]) for k, v in flatten(base_tree).items()] + [Param("sweep.space", json.dumps(space.model_dump(mode="json"))[:6000])],
+            metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
+        )
+        write_record(prep.sweep_dir, experiment_id=exp_id, parent_run_id=parent_id)
     logger = MLflowSweepLogger(
-        client, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
+        tracking_uri, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
         base_point={"trial": "base", "step": 0, **base_eval},
     )
 
@@ -138,7 +178,30 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
     base = deep_copy_trial(space, prep.task_spec)
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), {"cpu": 0.01})
     storage = str((prep.sweep_dir / "tune").resolve())
-    tuner = tune.Tuner(
+    tune_path = str(Path(storage) / name)
+    if tune.Tuner.can_restore(tune_path):  # finished trials stay finished; unfinished ones continue from their checkpoints
+        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+    else:
+        tuner = _new_tuner(trainable, searcher, space, storage, name, logger)
+    started = time.time()
+    try:
+        grid = tuner.fit()
+    except BaseException:  # Ctrl-C or a driver error: the parent run must not stay RUNNING forever
+        client.set_terminated(parent_id, status="KILLED")
+        raise
+    # the record on disk is current whichever copy of the callback ran (a restored Tuner unpickles its own)
+    logger = MLflowSweepLogger(tracking_uri, exp_id, parent_id, (maximize, minimize), logger.state_path)
+    front = logger.refresh_front()
+    client.set_terminated(parent_id, status="FINISHED")
+    errors = {r.metrics.get("trial_id", "?"): str(r.error).splitlines()[-1] if str(r.error) else repr(r.error) for r in grid if r.error}
+    return {"front": front, "points": logger.points, "errors": errors or logger.errors, "seconds": time.time() - started,
+            "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
+
+
+def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger):
+    from ray import tune
+
+    return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.budget.trials, max_concurrent_trials=space.budget.max_concurrent),
         run_config=tune.RunConfig(
@@ -148,17 +211,6 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
             verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
         ),
     )
-    started = time.time()
-    try:
-        grid = tuner.fit()
-    except BaseException:  # Ctrl-C or a driver error: the parent run must not stay RUNNING forever
-        client.set_terminated(parent_id, status="KILLED")
-        raise
-    front = logger.refresh_front()
-    client.set_terminated(parent_id, status="FINISHED")
-    errors = {r.metrics.get("trial_id", "?"): str(r.error).splitlines()[-1] if str(r.error) else repr(r.error) for r in grid if r.error}
-    return {"front": front, "points": logger.points, "errors": errors or logger.errors, "seconds": time.time() - started,
-            "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
 
 
 def deep_copy_trial(space: SearchSpace, task_spec: str) -> dict:

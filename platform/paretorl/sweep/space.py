@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from paretorl.config import TrialConfig, deep_merge, set_path
 
@@ -71,7 +71,16 @@ class ParamSpec(_Strict):
 
 class Budget(_Strict):
     trials: int = Field(6, gt=0, description="trials Optuna proposes (initial points included)")
-    max_concurrent: int = Field(2, gt=0, description="trials running at once")
+    max_concurrent: int | Literal["auto"] = Field(
+        2, description="trials running at once; 'auto': the cluster's GPUs // one trial's GPUs, once Ray is up (paretorl.sweep.cluster)"
+    )
+
+    @field_validator("max_concurrent")
+    @classmethod
+    def _positive(cls, v):
+        if v != "auto" and v <= 0:
+            raise ValueError(f"must be a positive integer or 'auto', got {v}")
+        return v
 
 
 class Objectives(_Strict):

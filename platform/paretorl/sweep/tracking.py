@@ -35,12 +35,15 @@ def mlflow_ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
 
 
-def ensure_experiment(client, name: str, uri: str) -> str:
+def ensure_experiment(client, name: str, uri: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, created if new: with `artifact_location` (e.g. s3://bucket/paretorl) if given.
+
+    An existing experiment keeps the artifact location it was created with (MLflow cannot move it).
+    """
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifact_location = None
-    if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not relative to a cwd
+    if artifact_location is None and uri.startswith("sqlite:///"):  # keep artifacts beside the database, not relative to a cwd
         artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).resolve().as_uri()
     return client.create_experiment(name, artifact_location=artifact_location)
 
@@ -51,19 +54,51 @@ def coverage_from(result: dict) -> dict[int, float]:
 
 
 class MLflowSweepLogger(Callback):
-    def __init__(self, client, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None):
-        self.client = client
+    """Tune callback: trial results -> MLflow runs, the Pareto front -> the parent run.
+
+    Its record (`state_path`: run ids, evaluated points, curves, last logged step per trial,
+    errors) is rewritten after every change, so a resumed sweep (`Tuner.restore`, which
+    unpickles this callback) continues the same MLflow runs and never logs a step twice.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None):
+        self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics
-        self.state_path = Path(state_path)  # a JSON record of runs, points and errors, kept current
+        self.state_path = Path(state_path)
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
         self.points: list[dict] = [base_point] if base_point else []  # every evaluated checkpoint
         self.curves: dict[str, dict[str, dict[int, float]]] = {}
+        self.last_step: dict[str, int] = {}
         self.errors: dict[str, str] = {}
+        self._connect()
+
+    def _connect(self) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(self.tracking_uri)
+        if self.state_path.exists():  # a resumed sweep: continue the record
+            saved = json.loads(self.state_path.read_text())
+            self.runs, self.points, self.errors = saved["runs"], saved["points"], saved["errors"]
+            self.curves = {t: {s: {int(k): v for k, v in c.items()} for s, c in by_step.items()} for t, by_step in saved.get("curves", {}).items()}
+            self.last_step = saved.get("last_step", {})
+
+    def __getstate__(self):
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.runs, self.points, self.curves, self.last_step, self.errors = {}, [], {}, {}, {}
+        self._connect()
 
     # --- Tune hooks -------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.runs:  # resumed: the same run continues
+            self.client.update_run(self.runs[trial.trial_id], status="RUNNING")
+            print(f"[trial] {trial.trial_id} resumed (MLflow run {self.runs[trial.trial_id]})", flush=True)
+            return
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.trial_id}",
@@ -75,12 +110,16 @@ class MLflowSweepLogger(Callback):
         params = [Param(k, str(v)) for k, v in sorted(trial.config.items())]
         self.client.log_batch(run.info.run_id, params=params)
         self._save()
+        print(f"[trial] {trial.trial_id} started (MLflow run {run.info.run_id})", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
 
         run_id = self.runs[trial.trial_id]
         step = int(result["step"])
+        if step <= self.last_step.get(trial.trial_id, 0):
+            return  # a step re-run after a retry from an older checkpoint: its first run was logged
+        self.last_step[trial.trial_id] = step
         evaluated = bool(result.get("evaluated"))
         ts = int(result.get("timestamp", 0) * 1000)
         metrics = [
@@ -89,6 +128,7 @@ class MLflowSweepLogger(Callback):
             if k.startswith(LOGGED_PREFIXES) and isinstance(v, (int, float)) and math.isfinite(v) and (evaluated or not k.startswith("eval/"))
         ]
         self.client.log_batch(run_id, metrics=metrics)
+        self._save()
         if evaluated:
             point = {"trial": trial.trial_id, "step": step, **{k: v for k, v in result.items() if k.startswith("eval/")}}
             point.update({k: v for k, v in trial.config.items()})
@@ -126,6 +166,7 @@ class MLflowSweepLogger(Callback):
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
         self._save()
+        print(f"[trial] {trial.trial_id} {status.lower()}", flush=True)
         self.refresh_front()
 
     def refresh_front(self) -> list[dict]:
@@ -139,7 +180,8 @@ class MLflowSweepLogger(Callback):
     def _save(self) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"runs": self.runs, "points": self.points, "errors": self.errors}, indent=1, default=str))
+        record = {"runs": self.runs, "points": self.points, "errors": self.errors, "curves": self.curves, "last_step": self.last_step}
+        tmp.write_text(json.dumps(record, indent=1, default=str))
         tmp.replace(self.state_path)
 
 

@@ -20,6 +20,11 @@ def trial_tree(sampled: dict, base: dict) -> dict:
     return tree
 
 
+def evaluations(cfg: TrialConfig) -> int:
+    """How many evaluations a trial makes: every `eval.every` steps and after the last."""
+    return cfg.train.steps // cfg.eval.every + (1 if cfg.train.steps % cfg.eval.every else 0)
+
+
 def prompt_dataset(path: str):
     """The training split as a Ray Dataset, streamed to the learner with `iter_batches`.
 
@@ -33,11 +38,11 @@ def prompt_dataset(path: str):
 
 def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from ray import serve
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from paretorl.learner.loop import train_loop
+    from paretorl.learner.loop import PRIORITY_KEY, NonFiniteLossError, train_loop
     from paretorl.learner.policy import extensions_dir
     from paretorl.rollout.registry import create_registry
     from paretorl.rollout.serve import start_rollout_app
@@ -70,10 +75,15 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
                 storage_path=shared["storage"],
                 callbacks=[TuneReportCallback()],
                 failure_config=FailureConfig(max_failures=cfg.resources.max_failures),
+                # every evaluated checkpoint (the front links to them) and the latest one (for retries)
+                checkpoint_config=CheckpointConfig(num_to_keep=evaluations(cfg) + 1, checkpoint_score_attribute=PRIORITY_KEY),
                 worker_runtime_env={"env_vars": env},
             ),
         )
         trainer.fit()
+        failure = ray.get(registry.failure.remote())
+        if failure:  # the learner stopped the trial on purpose; Tune marks it failed and the sweep goes on
+            raise NonFiniteLossError(failure.split(": ", 1)[1])
     finally:
         serve.delete(app_name)
         ray.kill(registry)

@@ -5,6 +5,7 @@ A task spec is one of:
     arith                           a registered name (TASKS)
     path/to/file.py:ClassName       a class in a Python file (relative to the cwd)
     package.module:ClassName        a class in an importable module
+    path/to/data.jsonl | .parquet   a dataset file with question/answer columns (`files.FileTask`)
 
 Processes other than the driver (Ray workers, Tune trials, whose cwd Tune may change) should
 receive the spec from `resolve_spec` and call `load_task` themselves rather than receive a
@@ -20,7 +21,9 @@ import sys
 from pathlib import Path
 
 from paretorl.tasks.arith import ArithTask
+from paretorl.tasks.files import FileTask, is_data_file
 from paretorl.tasks.maze import MazeTask
+from paretorl.tasks.wordproblems import WordProblemTask
 
 REQUIRED_METHODS = ("generate", "score", "demonstrate")
 
@@ -44,7 +47,7 @@ def load_task(spec: str, **kwargs):
     """Instantiate the task named by `spec` with `kwargs` (its knobs, e.g. max_ops=3)."""
     cls = load_task_class(spec)
     try:
-        return cls(**kwargs)
+        return FileTask(spec, **kwargs) if cls is FileTask else cls(**kwargs)
     except TypeError as e:
         raise TaskLoadError(f"cannot construct task {spec!r} with {kwargs}: {e}") from e
 
@@ -53,10 +56,12 @@ def load_task_class(spec: str) -> type:
     """The class named by `spec` (see module doc), checked for the three task methods."""
     if spec in TASKS:
         return TASKS[spec]
+    if is_data_file(spec):
+        return FileTask
     if ":" not in spec:
         raise TaskLoadError(
             f"unknown task {spec!r}; valid names: {', '.join(TASKS)}; "
-            "or give path/to/file.py:ClassName or package.module:ClassName"
+            "or give path/to/file.py:ClassName, package.module:ClassName or a data file (.jsonl, .parquet)"
         )
     where, _, name = spec.rpartition(":")
     module = _import_file(where) if _is_file(where) else _import_module(where)
@@ -72,6 +77,8 @@ def load_task_class(spec: str) -> type:
 
 def resolve_spec(spec: str) -> str:
     """`spec` with a file path made absolute, so that it loads from any working directory."""
+    if is_data_file(spec):
+        return str(Path(spec).resolve())
     where, sep, name = spec.rpartition(":")
     if sep and _is_file(where):
         return f"{Path(where).resolve()}:{name}"
@@ -120,3 +127,4 @@ def _check_methods(cls: type, spec: str) -> None:
 
 register_task("arith", ArithTask)
 register_task("maze", MazeTask)
+register_task("wordproblems", WordProblemTask)

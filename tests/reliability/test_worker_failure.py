@@ -1,0 +1,42 @@
+"""A learner process dies mid-trial: Ray Train retries it from its latest checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import COIN_TASK, tune_one_trial
+
+
+@pytest.fixture(scope="module")
+def crashed_trial(ray_local, tiny_prepared, tmp_path_factory):
+    from mlflow import MlflowClient
+
+    from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
+
+    tmp = tmp_path_factory.mktemp("crash")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = ensure_experiment(client, "crash", uri)
+    logger = MLflowSweepLogger(uri, exp, client.create_run(exp).info.run_id, ("eval/pass_at_4", "eval/mean_tokens"), tmp / "trials_state.json")
+    # SIGKILL of the learner at the start of step 3 of 4, on the first attempt
+    overrides = {"train": {"steps": 4}, "faults": {"crash_at_step": 3}}
+    sampled = {"algo.objective": "grpo", "train.lr": 1e-3}
+    result = tune_one_trial(tiny_prepared, COIN_TASK, sampled, tmp / "tune", "crash", overrides, callbacks=[logger])
+    (run_id,) = logger.runs.values()
+    return result, client, run_id
+
+
+def test_trial_resumes_after_its_learner_is_killed(crashed_trial):
+    result, client, run_id = crashed_trial
+    logged = lambda key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]  # noqa: E731
+    assert [s for s, _ in logged("train/reward_mean")] == [1, 2, 3, 4]  # no gap, no repeat
+    restored = dict(logged("train/restored_from_step"))
+    assert restored[1] == -1  # the first attempt
+    # steps 3-4 ran in the retried worker, from step 2's checkpoint, or from step 1's when the crash
+    # came before Ray Train had registered step 2's (then step 2's re-run is what was logged)
+    assert restored[4] in (1, 2) and restored[3] == restored[4]
+    assert all(r == -1 or r < step for step, r in restored.items())
+    versions = [v for _, v in logged("policy_version")] or result.metrics_dataframe["policy_version"].tolist()
+    assert versions == sorted(set(versions))  # the resumed policy is published as a newer version
+    assert result.metrics["evaluated"] and result.metrics["eval/step"] == 4
+    assert client.get_run(run_id).info.status == "FINISHED"
