@@ -1,6 +1,6 @@
 """Every class of bad input is refused by jobs/sweep.py with exit code 2 and a message naming
-the file, the key and the problem, before Ray starts (run in-process: fast, and Ray's state
-can be checked directly)."""
+the file, the key and the problem, before Ray starts (run in-process: fast, and any call to
+`ray.init` can be seen directly, even when another test of the session holds a local Ray)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,21 @@ def sweep_main():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
+
+
+@pytest.fixture
+def ray_starts(monkeypatch):
+    """Calls to `ray.init` made during the test; each is refused so that none gets through."""
+    import ray
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("ray.init called on bad input")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    return calls
 
 
 SPACE = """
@@ -46,9 +61,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_is_refused_before_ray_starts(case, sweep_main, tmp_path, monkeypatch, capsys):
-    import ray
-
+def test_bad_input_is_refused_before_ray_starts(case, sweep_main, tmp_path, monkeypatch, capsys, ray_starts):
     name, text, extra, needles = CASES[case]
     monkeypatch.chdir(tmp_path)
     args = ["--output-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
@@ -61,13 +74,11 @@ def test_bad_input_is_refused_before_ray_starts(case, sweep_main, tmp_path, monk
     assert rc == 2, err
     for needle in needles:
         assert needle in err, f"{needle!r} not in: {err}"
-    assert not ray.is_initialized()
+    assert not ray_starts
     assert not list((tmp_path / "runs").glob("*/sweep.json"))  # nothing recorded as a sweep
 
 
-def test_a_user_task_that_writes_rows_without_answers_is_refused(sweep_main, tmp_path, monkeypatch, capsys):
-    import ray
-
+def test_a_user_task_that_writes_rows_without_answers_is_refused(sweep_main, tmp_path, monkeypatch, capsys, ray_starts):
     (tmp_path / "noanswer.py").write_text(textwrap.dedent('''
         class NoAnswer:
             def generate(self, split, n, seed):
@@ -81,12 +92,11 @@ def test_a_user_task_that_writes_rows_without_answers_is_refused(sweep_main, tmp
     rc = sweep_main(["--task", "noanswer.py:NoAnswer", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert rc == 2 and "NoAnswer.generate" in err and "row 0 field 'answer' is empty" in err, err
-    assert not ray.is_initialized()
+    assert not ray_starts
 
 
-def test_a_model_whose_tokenizer_does_not_match_is_refused(sweep_main, tmp_path, monkeypatch, capsys):
+def test_a_model_whose_tokenizer_does_not_match_is_refused(sweep_main, tmp_path, monkeypatch, capsys, ray_starts):
     """A pretrained directory whose vocabulary is smaller than its tokenizer's."""
-    import ray
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from paretorl.models.tokenizer import build_tokenizer
@@ -101,4 +111,4 @@ def test_a_model_whose_tokenizer_does_not_match_is_refused(sweep_main, tmp_path,
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "do not match" in err and str(tmp_path / "model") in err
-    assert not ray.is_initialized()
+    assert not ray_starts
