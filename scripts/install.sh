@@ -52,4 +52,4 @@ b is None or b.load(verbose=False)
 " >/dev/null 2>&1 || echo "note: DeepSpeed's CPU comm op did not prebuild; the first trial will build it"
 rm -f .venv/.paretorl-install-*
 touch "$stamp"
-echo "ParetoRL installed in .venv ($(.venv/bin/python -c 'import torch, ray, deepspeed; print(f"torch {torch.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")'))"
+echo "ParetoRL installed in .venv ($(DS_ACCELERATOR=cpu .venv/bin/python -c 'import torch, ray, deepspeed; print(f"torch {torch.__version__}, ray {ray.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null))"
