@@ -88,7 +88,7 @@ def test_samples_to_match_interpolates_in_log_k():
 
 def test_samples_to_match_edges():
     assert samples_to_match(KS, [0.5, 0.6, 0.7, 0.8], B) == 8.0  # reached at ks[0]: lower bound
-    assert samples_to_match(KS, [0.1, 0.2, 0.3, 0.39], B) == math.inf  # never reached
+    assert samples_to_match(KS, [0.1, 0.2, 0.3, 0.39], B) == 0.0  # never reached: below 1, not measurable
     assert samples_to_match(KS, B, B) == pytest.approx(1.0)
     assert samples_to_match([1, 2], [0.2, 0.4], [0.3, 0.4]) == pytest.approx(1.0)
     with pytest.raises(ValueError):
@@ -104,4 +104,4 @@ def test_samples_to_match_on_coverage_curves():
     weak = coverage_curve(n, [1, 2, 0, 16, 0])
     gain = samples_to_match(ks, [strong[k] for k in ks], [weak[k] for k in ks])
     assert 1.0 < gain < n
-    assert samples_to_match(ks, [weak[k] for k in ks], [strong[k] for k in ks]) == math.inf
+    assert samples_to_match(ks, [weak[k] for k in ks], [strong[k] for k in ks]) == 0.0

@@ -69,7 +69,8 @@ def samples_to_match(
 
     Edge cases: if ``a`` already reaches the target at ``ks[0]`` the crossing is not
     bracketed and ``k* = ks[0]``, so the result ``k_max / ks[0]`` is a lower bound. If
-    ``a`` never reaches it within the evaluated k the result is ``inf`` (b is better).
+    ``a`` never reaches it within the evaluated k, ``k* > k_max`` and the ratio is below 1
+    but not measurable: the result is ``0.0`` (b is better; never read it as a gain).
     ``a == b`` gives 1 when the curve
     strictly increases (a curve that saturates before ``k_max`` matches itself earlier).
 
@@ -90,4 +91,4 @@ def samples_to_match(
             log_k0, log_k1 = math.log(ks[j - 1]), math.log(ks[j])
             log_k = log_k0 + (target - a0) / (a1 - a0) * (log_k1 - log_k0)
             return ks[-1] / math.exp(log_k)
-    return math.inf
+    return 0.0
