@@ -12,7 +12,6 @@ with a message naming the problem if anything is wrong.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,7 @@ def main(argv=None) -> int:
     name = args.name or "-".join([Path(args.space).stem, Path(task_spec.split(":")[0]).stem, *(["smoke"] if args.smoke_test else []), time.strftime("%Y%m%d-%H%M%S")])
     sweep_dir = (Path(args.output_dir) / name).resolve()
 
-    from paretorl.sweep.run import default_cache_dir, read_record
+    from paretorl.sweep.run import default_cache_dir, same_sweep
     from paretorl.sweep.tracking import resolve_tracking_uri
     from paretorl.tasks import resolve_spec
 
@@ -100,14 +99,9 @@ def main(argv=None) -> int:
         "experiment": args.experiment,
         "cache_dir": str(Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir()),
     }
-    previous = read_record(sweep_dir)
-    if previous:  # the same command again: resume, if it really is the same sweep
-        differs = [k for k in ("space", "task", "tracking_uri", "experiment") if previous.get(k) != record[k]]
-        if differs:
-            print(f"error: {sweep_dir} holds a sweep named {name!r} with a different {', '.join(differs)}; pick another --name, or continue it with --resume {sweep_dir}", file=sys.stderr)
-            return 2
-    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
-        print(f"error: {sweep_dir} exists and is not a ParetoRL sweep (no sweep.json); pick another --name", file=sys.stderr)
+    problem = same_sweep(sweep_dir, record, ("space", "task", "tracking_uri", "experiment"))  # the same command again resumes
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     return launch(sweep_dir, record, args.num_cpus)
 
@@ -125,7 +119,7 @@ def resume(args) -> int:
 
 def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
     """Prepare, record in `sweep_dir`/sweep.json, and run (or continue) the sweep."""
-    from paretorl.sweep.run import console, prepare, print_front, run, write_record
+    from paretorl.sweep.run import console, prepare, print_front, run, start_ray, write_record
     from paretorl.sweep.space import SearchSpace
     from paretorl.sweep.tracking import mlflow_ui_command
     from paretorl.tasks import TaskLoadError
@@ -140,19 +134,8 @@ def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
 
     import ray
 
-    from paretorl.learner.policy import clear_stale_build_locks, extensions_dir
-
-    for lock in clear_stale_build_locks(extensions_dir()):
-        console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
     started = time.time()
-    runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
-    from ray import serve
-
-    serve.start(proxy_location="Disabled")  # rollouts go through handles only; started here, outside any trial's placement group
+    start_ray(num_cpus)
     if space.budget.max_concurrent == "auto":
         from paretorl.sweep.cluster import gpus_per_trial, resolve_max_concurrent
 

@@ -110,6 +110,38 @@ def base_evaluation(prep: Prepared) -> dict:
     return metrics
 
 
+def start_ray(num_cpus: int | None) -> None:
+    """Connect to $RAY_ADDRESS's cluster, or start a local Ray; then Serve, without an HTTP proxy.
+
+    Serve is started here, outside any trial's placement group: rollouts go through handles only.
+    """
+    import ray
+    from ray import serve
+
+    from paretorl.learner.policy import clear_stale_build_locks, extensions_dir
+
+    for lock in clear_stale_build_locks(extensions_dir()):
+        console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
+    runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env=runtime_env)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+    serve.start(proxy_location="Disabled")
+
+
+def same_sweep(sweep_dir: Path, record: dict, keys: tuple[str, ...]) -> str | None:
+    """None if `sweep_dir` is free or holds this very sweep (so running again resumes it), else why not."""
+    previous = read_record(sweep_dir)
+    if previous:
+        differs = [k for k in keys if previous.get(k) != record.get(k)]
+        if differs:
+            return f"{sweep_dir} holds a sweep named {record['name']!r} with a different {', '.join(differs)}; pick another --name, or continue it with --resume {sweep_dir}"
+    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
+        return f"{sweep_dir} exists and is not a ParetoRL sweep (no sweep.json); pick another --name"
+    return None
+
+
 RECORD = "sweep.json"  # what --resume needs: the validated space, task, tracking store, parent run
 
 
@@ -129,10 +161,16 @@ def read_record(sweep_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
+def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: list[dict] | None = None) -> dict:
+    """Run the sweep's trials under Tune and log them to MLflow; returns the front and every point.
+
+    With `arms` (a list of {dotted param: value}), exactly those trials run, in that order, instead
+    of the ones Optuna proposes: a designed experiment (jobs/reproduce.py) on the same path.
+    """
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
     from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     from paretorl.config import flatten
@@ -168,13 +206,20 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
         base_point={"trial": "base", "step": 0, **base_eval},
     )
 
-    searcher = OptunaSearch(
-        space={k: spec.distribution() for k, spec in space.params.items()},
-        metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (design.md)
-        mode=["max", "min"],
-        points_to_evaluate=space.initial_points or None,
-        sampler=optuna_sampler(space),
-    )
+    if arms is None:
+        searcher, param_space, num_samples = OptunaSearch(
+            space={k: spec.distribution() for k, spec in space.params.items()},
+            metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (design.md)
+            mode=["max", "min"],
+            points_to_evaluate=space.initial_points or None,
+            sampler=optuna_sampler(space),
+        ), None, space.budget.trials
+    else:  # each point replaces one sample: num_samples = len(arms) runs exactly the arms
+        keys = sorted({k for arm in arms for k in arm})
+        param_space = {k: tune.choice(sorted({arm[k] for arm in arms if k in arm}, key=str)) for k in keys}
+        # Tune applies max_concurrent_trials to a Searcher only, not to this generator: set it here
+        searcher = BasicVariantGenerator(points_to_evaluate=[dict(a) for a in arms], max_concurrent=space.budget.max_concurrent)
+        num_samples = len(arms)
     base = deep_copy_trial(space, prep.task_spec)
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), {"cpu": 0.01})
     storage = str((prep.sweep_dir / "tune").resolve())
@@ -182,7 +227,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
     if tune.Tuner.can_restore(tune_path):  # finished trials stay finished; unfinished ones continue from their checkpoints
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
-        tuner = _new_tuner(trainable, searcher, space, storage, name, logger)
+        tuner = _new_tuner(trainable, searcher, space, storage, name, logger, param_space, num_samples)
     started = time.time()
     try:
         grid = tuner.fit()
@@ -198,12 +243,13 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str) -> dict:
             "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
 
 
-def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger):
+def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger, param_space: dict | None, num_samples: int):
     from ray import tune
 
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.budget.trials, max_concurrent_trials=space.budget.max_concurrent),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, max_concurrent_trials=space.budget.max_concurrent),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
