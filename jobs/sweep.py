@@ -34,20 +34,16 @@ SMOKE = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from paretorl.sweep.cli import add_run_flags
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default=str(ROOT / "searchspaces" / "default.yaml"), help="search-space YAML (default: searchspaces/default.yaml)")
     p.add_argument("--task", default=None, help="built-in task name (arith, maze, wordproblems), 'path/to/file.py:Class' / 'module:Class', or a dataset file (.jsonl/.parquet with prompt/answer columns); overrides the space file's task")
     p.add_argument("--profile", default=None, help="settings for a kind of machine: a name in profiles/ (e.g. gpu, cpu-small) or a YAML path; laid over the space file")
     p.add_argument("--smoke-test", action="store_true", help="a minimal sweep: 2 trials of 2 steps each, small SFT; minutes on 2 cores")
-    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--experiment", default="paretorl", help="MLflow experiment name (default: paretorl)")
-    p.add_argument("--name", default=None, help="sweep name: the Tune run, the MLflow parent run and the folder under --output-dir (default: <space>-<task>[-smoke]-<date-time>)")
-    p.add_argument("--output-dir", default="runs", help="where data splits, Tune and Train results go (default: ./runs)")
-    p.add_argument("--cache-dir", default=None, help="cache of SFT base policies (default: $PARETORL_CACHE or ~/.cache/paretorl)")
+    add_run_flags(p, experiment="paretorl", name_default="<space>-<task>[-smoke]-<date-time>")
     p.add_argument("--trials", type=int, default=None, help="override the space's budget.trials")
-    p.add_argument("--max-concurrent", type=int, default=None, help="override the space's budget.max_concurrent")
     p.add_argument("--resume", default=None, metavar="SWEEP_DIR", help="continue an interrupted sweep from its folder (runs/<name>): finished trials are kept, unfinished ones continue from their checkpoints, in the same MLflow runs; other flags are taken from the sweep's record")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all); ignored when connecting to a cluster")
     return p.parse_args(argv)
 
 
@@ -119,18 +115,16 @@ def resume(args) -> int:
 
 def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
     """Prepare, record in `sweep_dir`/sweep.json, and run (or continue) the sweep."""
-    from paretorl.sweep.run import console, prepare, print_front, run, start_ray, write_record
-    from paretorl.sweep.space import SearchSpace
+    from paretorl.sweep.run import console, prepare_and_record, print_front, run, start_ray
     from paretorl.sweep.tracking import mlflow_ui_command
     from paretorl.tasks import TaskLoadError
 
-    space, name = SearchSpace.model_validate(record["space"]), record["name"]
     try:
-        prep = prepare(space, record["task"], sweep_dir, Path(record["cache_dir"]))
+        prep = prepare_and_record(sweep_dir, record)
     except (TaskLoadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_record(sweep_dir, **record)
+    space, name = prep.space, record["name"]
 
     import ray
 

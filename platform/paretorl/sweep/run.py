@@ -58,6 +58,16 @@ def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path
     return Prepared(space, task_spec, sweep_dir, shared)
 
 
+def prepare_and_record(sweep_dir: Path, record: dict) -> Prepared:
+    """Prepare a job's recorded sweep (raises on bad input, before Ray), then write its record.
+
+    The record is written only once preparation succeeded, so a refused input leaves no sweep.
+    """
+    prep = prepare(SearchSpace.model_validate(record["space"]), record["task"], sweep_dir, Path(record["cache_dir"]))
+    write_record(sweep_dir, **record)
+    return prep
+
+
 def _base_policy(task, task_spec: str, cfg, train_rows: list[dict], eval_rows: list[dict], cache_dir: Path) -> Path:
     """The tiny model warm-started by SFT, or the pretrained model (converted once), SFT only if asked."""
     from paretorl.models.sft import warm_start
