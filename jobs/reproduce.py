@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--task", default=None, help="built-in task (maze, arith) or any --task of jobs/sweep.py; overrides the file's task")
     p.add_argument("--quick", action="store_true", help="one seed, alpha 0 and 0.2 only, 2 steps per arm, small evaluations: the whole path in minutes")
     p.add_argument("--seeds", type=int, default=None, help="use the first N seeds of the file's train.seed levels")
+    p.add_argument("--report", default=None, metavar="RUN_DIR", help="only rebuild the report of a finished or interrupted run (runs/<name>) from its evaluated trials; no training")
     add_run_flags(p, experiment="paretorl-reproduce", name_default="reproduce-<task>[-quick]-<date-time>")
     return p.parse_args(argv)
 
@@ -79,6 +80,8 @@ def design_from(space, seeds: int | None, quick: bool):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report(Path(args.report).resolve())
     from paretorl.config import deep_merge
     from paretorl.sweep.run import default_cache_dir, same_sweep
     from paretorl.sweep.space import SpaceError, load_space
@@ -118,11 +121,7 @@ def main(argv=None) -> int:
 
 
 def launch(sweep_dir: Path, record: dict, design, args) -> int:
-    from mlflow import MlflowClient
-
-    from paretorl.evaluate.reproduction import summarize, write_report
-    from paretorl.sweep.run import console, prepare_and_record, run, start_ray
-    from paretorl.sweep.tracking import mlflow_ui_command
+    from paretorl.sweep.run import console, prepare_and_record, run, start_ray, write_record
     from paretorl.tasks import TaskLoadError
 
     try:
@@ -140,32 +139,54 @@ def launch(sweep_dir: Path, record: dict, design, args) -> int:
     started = time.time()
     start_ray(args.num_cpus)
     result = run(prep, record["tracking_uri"], record["experiment"], record["name"], arms=record["arms"])
-    minutes = (time.time() - started) / 60
-
-    summary = summarize(result["points"], design, prep.shared["base_eval"], final_step=cfg.train.steps)
     command = "python jobs/reproduce.py " + " ".join(sys.argv[1:]) if argv_is_cli() else "jobs/reproduce.py (in-process)"
+    write_record(sweep_dir, minutes=round((time.time() - started) / 60, 1), trials=result["trials"], failed=len(result["errors"]), command=command.strip())
+    for trial_id, error in result["errors"].items():
+        console.print(f"[red]trial {trial_id} failed:[/red] {error}")
+    report(sweep_dir)
+    return 0 if len(result["errors"]) < result["trials"] else 1
+
+
+def report(sweep_dir: Path) -> int:
+    """Write the run's report from its record and evaluated points, log it to the parent run, print the verdicts."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from paretorl.evaluate.reproduction import Design, summarize, write_report
+    from paretorl.sweep.run import console, read_record
+    from paretorl.sweep.space import SearchSpace
+    from paretorl.sweep.tracking import mlflow_ui_command
+
+    record = read_record(sweep_dir)
+    state = sweep_dir / "trials_state.json"
+    if "arms" not in record or not state.exists():
+        print(f"error: {sweep_dir} is not a reproduction run with evaluated trials (no sweep.json with arms, or no trials_state.json)", file=sys.stderr)
+        return 2
+    cfg = SearchSpace.model_validate(record["space"]).trial_config({})
+    points = json.loads(state.read_text())["points"]
+    base = next(p for p in points if p.get("trial") == "base")
+    summary = summarize(points, Design.from_arms(record["arms"]), base, final_step=cfg.train.steps)
     header = {
         "name": record["name"],
-        "command": f"`{command.strip()}`",
+        "command": f"`{record.get('command', 'python jobs/reproduce.py')}`",
         "task": record["task"],
-        "wall time": f"{minutes:.1f} min for {result['trials']} trials ({len(result['errors'])} failed)",
+        "wall time": f"{record['minutes']} min for {record['trials']} trials ({record['failed']} failed)" if "minutes" in record else "not recorded (interrupted run)",
         "compute per arm": f"{cfg.train.steps} steps x {cfg.train.prompts_per_step} prompts x {cfg.train.samples_per_prompt} samples, lr {cfg.train.lr:g}, kl {cfg.algo.kl_coef:g}, "
         f"max {cfg.train.max_new_tokens} new tokens",
         "evaluation": f"{cfg.eval.n_prompts} held-out prompts x {cfg.eval.n_samples} samples at temperature {cfg.eval.temperature:g}, every {cfg.eval.every} steps",
-        "MLflow": f"experiment {record['experiment']}, parent run {result['parent_run_id']}",
+        "MLflow": f"experiment {record['experiment']}, parent run {record.get('parent_run_id')}",
     }
     out_dir = sweep_dir / "report"
-    report = write_report(summary, out_dir, header)
-    MlflowClient(record["tracking_uri"]).log_artifacts(result["parent_run_id"], str(out_dir), "report")
-
+    path = write_report(summary, out_dir, header)
+    if record.get("parent_run_id"):
+        MlflowClient(record["tracking_uri"]).log_artifacts(record["parent_run_id"], str(out_dir), "report")
     for v in summary.verdicts:
         mark = {True: "[green]shown[/green]", False: "[red]not shown[/red]", None: "[yellow]not measured[/yellow]"}[v["shown"]]
         console.print(f"{mark}: {v['claim']}\n    {v['evidence']}")
-    for trial_id, error in result["errors"].items():
-        console.print(f"[red]trial {trial_id} failed:[/red] {error}")
-    console.print(f"report: {report} (also on MLflow run {result['parent_run_id']}, under report/); {minutes:.1f} min")
+    console.print(f"report: {path} (also on MLflow run {record.get('parent_run_id')}, under report/)")
     console.print(f"browse: {mlflow_ui_command(record['tracking_uri'])}")
-    return 0 if len(result["errors"]) < result["trials"] else 1
+    return 0
 
 
 def argv_is_cli() -> bool:

@@ -100,3 +100,17 @@ def test_report_has_every_section_and_figure(tmp_path):
     # the ablation's curves start at the base policy (step 0) and follow the evaluations
     assert s.ablation["grpo a=0.2"]["steps"] == [0, 5, 10]
     assert s.ablation["grpo a=0.2"]["pass1"][0][0] == BASE["eval/pass_at_1"]
+
+
+def test_design_is_recovered_from_its_arms():
+    for design in (Design(), Design(seeds=(4,)), Design(alphas=(0.0, 0.2))):
+        assert Design.from_arms(design.arms()) == design
+
+
+def test_welch_p_needs_a_difference_beyond_seed_noise():
+    from paretorl.evaluate.reproduction import welch_p
+
+    assert welch_p([0.165, 0.172, 0.178], [0.171, 0.150, 0.160]) > 0.05  # 1.2 points apart, seeds spread ~1 point
+    assert welch_p([0.30, 0.31, 0.32], [0.10, 0.11, 0.12]) < 0.001
+    assert welch_p([0.3], [0.1]) == 1.0  # one seed a side: nothing can be shown
+    assert welch_p([0.2, 0.2], [0.1, 0.1]) == 0.0 and welch_p([0.1, 0.1], [0.2, 0.2]) == 1.0

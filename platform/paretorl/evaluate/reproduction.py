@@ -49,6 +49,14 @@ class Design:
             if name not in self.objectives:
                 raise ValueError(f"objectives must include {name!r} (the headline comparison), got {self.objectives}")
 
+    @classmethod
+    def from_arms(cls, arms: list[dict]) -> "Design":
+        """The design a list of arms was made from (a run's record keeps its arms)."""
+        seeds = tuple(dict.fromkeys(int(a[SEED]) for a in arms))
+        objectives = tuple(dict.fromkeys(a[OBJ] for a in arms if float(a[ALPHA]) == 0.0))
+        alphas = tuple(sorted({float(a[ALPHA]) for a in arms if a[OBJ] == cls.alpha_objective}))
+        return cls(objectives=objectives, alphas=alphas, seeds=seeds)
+
     def arms(self) -> list[dict]:
         """Every distinct trial, seed by seed, so a cut-short run holds whole studies for its first seeds."""
         out: list[dict] = []
@@ -202,16 +210,33 @@ def verdicts(s: Summary) -> list[dict]:
     ref = arm_label(s.design.alpha_objective, s.design.ablation_alpha)
     if abl in s.ablation and ref in s.ablation:
         base = s.base["eval/pass_at_1"]
-        lost_abl = base - np.mean([r[-1] for r in s.ablation[abl]["pass1"]])
-        lost_ref = base - np.mean([r[-1] for r in s.ablation[ref]["pass1"]])
+        final_abl = [r[-1] for r in s.ablation[abl]["pass1"]]
+        final_ref = [r[-1] for r in s.ablation[ref]["pass1"]]
+        lost_abl, lost_ref = base - np.mean(final_abl), base - np.mean(final_ref)
+        p = welch_p(final_ref, final_abl)
         out.append({
-            "claim": f"dividing by the group std ({abl}) loses more accuracy than {ref}",
-            "shown": bool(lost_abl > lost_ref),
-            "evidence": f"pass@1 change from the base policy ({base:.3f}): {abl} {-100 * lost_abl:+.1f} points, {ref} {-100 * lost_ref:+.1f} points",
+            "claim": f"dividing by the group std ({abl}) loses more accuracy than {ref} (Welch t-test over seeds, p < 0.05)",
+            "shown": bool(lost_abl > lost_ref and p < 0.05),
+            "evidence": f"pass@1 change from the base policy ({base:.3f}): {abl} {-100 * lost_abl:+.1f} points, {ref} {-100 * lost_ref:+.1f} points; "
+            f"difference {100 * (lost_abl - lost_ref):.1f} points, p = {p:.2g} over {len(final_abl)} and {len(final_ref)} seeds",
         })
     else:
         out.append({"claim": "group-std ablation", "shown": None, "evidence": "an ablation arm has no final evaluation"})
     return out
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """One-sided Welch t-test p-value that mean(a) > mean(b); 1.0 with fewer than 2 values a side.
+
+    Seeds that agree exactly (no spread) make any difference certain: p = 0 if mean(a) > mean(b).
+    """
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return 1.0
+    if np.var(a) == 0 and np.var(b) == 0:
+        return 0.0 if np.mean(a) > np.mean(b) else 1.0
+    return float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
 
 
 def _ratio(r: float) -> str:
