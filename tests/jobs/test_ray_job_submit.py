@@ -62,12 +62,19 @@ def ray_head(tmp_path):
 def test_ray_job_submit_smoke_sweep(ray_head, tmp_path, cache_dir):
     ray_bin, address, env = ray_head
     db = tmp_path / "mlflow.db"
-    proc = subprocess.run(
-        [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-         "python", "jobs/sweep.py", "--smoke-test", "--mlflow-uri", f"sqlite:///{db}",
-         "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )
+    # The job API answers before the head's dashboard agent has registered; until it has, a
+    # submission is refused ("No available agent") and nothing starts, so retrying is safe.
+    deadline = time.monotonic() + 120
+    while True:
+        proc = subprocess.run(
+            [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+             "python", "jobs/sweep.py", "--smoke-test", "--mlflow-uri", f"sqlite:///{db}",
+             "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        )
+        if "No available agent to submit job" not in proc.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "succeeded" in proc.stdout.lower()  # "Job 'raysubmit_...' succeeded"
     assert_sweep_logged(db, n_trials=2)
