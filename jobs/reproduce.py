@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     from paretorl.sweep.tracking import resolve_tracking_uri
     from paretorl.tasks import resolve_spec
 
-    overrides = deep_merge(QUICK, {}) if args.quick else {}
+    overrides = QUICK if args.quick else {}  # deep_merge and load_space never change their inputs
     if args.max_concurrent:
         overrides = deep_merge(overrides, {"budget": {"max_concurrent": args.max_concurrent}})
     try:

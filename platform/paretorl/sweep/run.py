@@ -217,13 +217,14 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     )
 
     if arms is None:
-        searcher, param_space, num_samples = OptunaSearch(
+        searcher = OptunaSearch(
             space={k: spec.distribution() for k, spec in space.params.items()},
             metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (design.md)
             mode=["max", "min"],
             points_to_evaluate=space.initial_points or None,
             sampler=optuna_sampler(space),
-        ), None, space.budget.trials
+        )
+        param_space, num_samples = None, space.budget.trials
     else:  # each point replaces one sample: num_samples = len(arms) runs exactly the arms
         keys = sorted({k for arm in arms for k in arm})
         param_space = {k: tune.choice(sorted({arm[k] for arm in arms if k in arm}, key=str)) for k in keys}
