@@ -36,7 +36,10 @@ def test_trial_resumes_after_its_learner_is_killed(crashed_trial):
     # came before Ray Train had registered step 2's (then step 2's re-run is what was logged)
     assert restored[4] in (1, 2) and restored[3] == restored[4]
     assert all(r == -1 or r < step for step, r in restored.items())
-    versions = [v for _, v in logged("policy_version")] or result.metrics_dataframe["policy_version"].tolist()
+    # the retried worker first reports its checkpoint's step again (in case the driver missed it)
+    reported = result.metrics_dataframe["step"].tolist()
+    assert reported.count(restored[4]) == 2, reported
+    versions = result.metrics_dataframe.drop_duplicates("step")["policy_version"].tolist()  # each step's first report
     assert versions == sorted(set(versions))  # the resumed policy is published as a newer version
     assert result.metrics["evaluated"] and result.metrics["eval/step"] == 4
     assert client.get_run(run_id).info.status == "FINISHED"

@@ -180,6 +180,10 @@ def train_loop(loop_config: dict) -> None:
             state = ckpt.restore(Path(ckpt_dir), engine, rank)
         start_step, version, start_batch, last_eval = state["step"], state["version"], state["next_batch"], state["last_eval"]
         print(f"[paretorl] resumed from the checkpoint of step {start_step} (policy version {version})", flush=True)
+        if state.get("metrics"):
+            # The driver may have died after this checkpoint was persisted but before it logged the
+            # report: say it again. The tracker drops it if that step is already logged.
+            ray.train.report({**state["metrics"], "checkpoint_path": checkpoint.path})
     else:
         model, tokenizer = load_policy(model_dir)
         engine = make_engine(model, cfg.train, g * n // cfg.train.updates_per_step, world)
@@ -238,7 +242,7 @@ def train_loop(loop_config: dict) -> None:
         if evaluated or step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             metrics[PRIORITY_KEY] = step + (1e9 if evaluated else 0.0)  # evaluated checkpoints outlive the others
             with tempfile.TemporaryDirectory() as tmp:
-                state = {"step": step, "version": version, "next_batch": batch_index + 1, "last_eval": last_eval, "trial": loop_config["trial"]}
+                state = {"step": step, "version": version, "next_batch": batch_index + 1, "last_eval": last_eval, "trial": loop_config["trial"], "metrics": metrics}
                 ckpt.save(Path(tmp), engine, model, tokenizer, state, rank)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
