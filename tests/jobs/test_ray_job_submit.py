@@ -68,7 +68,7 @@ def test_ray_job_submit_smoke_sweep(ray_head, tmp_path, cache_dir):
     while True:
         proc = subprocess.run(
             [ray_bin, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-             "python", "jobs/sweep.py", "--smoke-test", "--mlflow-uri", f"sqlite:///{db}",
+             "python", "jobs/sweep.py", "--smoke-test", "--trials", "1", "--mlflow-uri", f"sqlite:///{db}",
              "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
         )
@@ -77,4 +77,4 @@ def test_ray_job_submit_smoke_sweep(ray_head, tmp_path, cache_dir):
         time.sleep(3)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "succeeded" in proc.stdout.lower()  # "Job 'raysubmit_...' succeeded"
-    assert_sweep_logged(db, n_trials=2)
+    assert_sweep_logged(db, n_trials=1)  # the 2-trial smoke sweep is test_sweep_job.py's
