@@ -10,6 +10,7 @@ import torch
 from scipy.stats import chisquare
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from paretorl.rollout import kernels
 from paretorl.rollout.engine import EmbeddedEngine
 from paretorl.rollout.sampling import inverse_cdf_sample, sample_tokens, sampling_logprobs
 from paretorl.rollout.types import SamplingParams
@@ -63,12 +64,17 @@ def chi2_pvalue(counts, probs):
     return chisquare(counts[keep], expected).pvalue
 
 
+@pytest.mark.parametrize("backend", ["torch", "c-kernel"])
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.6, 0, 1.0), (1.3, 4, 1.0), (1.0, 0, 0.8)])
-def test_sample_tokens_follow_softmax(temperature, top_k, top_p):
+def test_sample_tokens_follow_softmax(temperature, top_k, top_p, backend):
+    """The c-kernel backend is the fused pass for plain sampling (top-k / top-p stay in torch)."""
+    fused = kernels.load() if backend == "c-kernel" else None
+    if backend == "c-kernel" and fused is None:
+        pytest.skip("no C compiler: the kernels cannot be built here")
     logits = torch.tensor([1.0, 0.2, -0.5, 0.7, -2.0, 0.0])
     n = 40_000
     g = torch.Generator().manual_seed(1)
-    tokens, logp = sample_tokens(logits.repeat(n, 1), temperature, top_k, top_p, g)
+    tokens, logp = sample_tokens(logits.repeat(n, 1), temperature, top_k, top_p, g, fused)
     want = sampling_logprobs(logits[None], temperature, top_k, top_p)[0].exp().numpy()
     counts = np.bincount(tokens.numpy(), minlength=6)
     assert chi2_pvalue(counts, want) > 1e-3

@@ -9,7 +9,7 @@ ops per decode step (on a small model each op costs more in dispatch than in ari
 - RoPE is applied to q and k together: rotate_half(x) * sin == roll(x, d/2) * (sign * sin);
 - residual adds are fused into the output matmuls (addmm);
 - decode attention (RoPE, cache append, softmax attention) is one C call per layer when the
-  kernel in `kernels` builds.
+  kernel in `kernels` builds, as are RMSNorm and the gated activation (torch ops otherwise).
 """
 
 from __future__ import annotations
@@ -150,7 +150,9 @@ def pack_weights(shape: DecoderShape, state_dict: dict[str, torch.Tensor], dtype
 
 @dataclass
 class KVCache:
-    """Per-call decode state: k, v [layers, B, Hkv, T, d] plus the RoPE tables for 0..T-1.
+    """Per-call decode state: keys k, values v [layers, B, Hkv, T, d], plus the RoPE tables for
+    0..T-1. With the C kernel, T is rounded up to whole tiles and k is [layers, B, Hkv, T/16, d,
+    16] (16-column tiles, transposed within the tile: see `kernels`).
 
     All rows share one time index (prompts are left-padded); row b's keys start at column
     start[b], and its RoPE position at column t is t - start[b]. Active rows are a prefix.
@@ -165,15 +167,20 @@ class KVCache:
 
     def compact(self, keep: torch.Tensor, columns: int) -> None:
         """Move rows `keep` (ascending) to the front; only the first `columns` are in use."""
-        for cache in (self.k, self.v):
-            for layer in range(cache.shape[0]):
-                cache[layer, : len(keep), :, :columns] = cache[layer, keep, :, :columns]
+        tiles = -(-columns // kernels.TILE)
+        for layer in range(self.k.shape[0]):
+            if self.k.dim() == 6:  # tiled keys
+                self.k[layer, : len(keep), :, :tiles] = self.k[layer, keep, :, :tiles]
+            else:
+                self.k[layer, : len(keep), :, :columns] = self.k[layer, keep, :, :columns]
+            self.v[layer, : len(keep), :, :columns] = self.v[layer, keep, :, :columns]
 
 
 class Decoder:
     """Packed weights plus prefill and decode-step forwards.
 
-    Decode attention runs in the C kernel of `kernels` when it builds, else in torch.
+    Decode attention, RMSNorm and the MLP activation run in the C kernels of `kernels` when they
+    build, else in torch.
     """
 
     def __init__(self, shape: DecoderShape, rotary: torch.nn.Module, dtype: torch.dtype):
@@ -192,12 +199,16 @@ class Decoder:
         cos, sin = cos[0].float(), sin[0].float()
         half = s.head_dim // 2
         sign = torch.cat([-torch.ones(half), torch.ones(half)])
-        shape = (s.layers, batch, s.kv_heads, length, s.head_dim)
-        # The torch path reads every column (masked), so unwritten ones must be finite.
-        alloc = torch.empty if self.kernel is not None else torch.zeros
+        if self.kernel is not None:
+            tiles = -(-length // kernels.TILE)
+            k = torch.empty((s.layers, batch, s.kv_heads, tiles, s.head_dim, kernels.TILE), dtype=self.dtype)
+            v = torch.empty((s.layers, batch, s.kv_heads, tiles * kernels.TILE, s.head_dim), dtype=self.dtype)
+        else:  # the torch path reads every column (masked), so unwritten ones must be finite
+            k = torch.zeros((s.layers, batch, s.kv_heads, length, s.head_dim), dtype=self.dtype)
+            v = torch.zeros_like(k)
         return KVCache(
-            k=alloc(shape, dtype=self.dtype),
-            v=alloc(shape, dtype=self.dtype),
+            k=k,
+            v=v,
             cos=cos,
             sin=sin,
             cos_x=cos.to(self.dtype),
@@ -208,7 +219,7 @@ class Decoder:
         """x [N, D] -> (qk [N, (H + Hkv) d] before RoPE, q scaled; v [N, Hkv d]), row views."""
         s = self.shape
         nqk = (s.heads + s.kv_heads) * s.head_dim
-        qkv = F.linear(F.rms_norm(x, (s.hidden,), None, s.eps), lw.wqkv, lw.bqkv)
+        qkv = F.linear(self._norm(x), lw.wqkv, lw.bqkv)
         qk, v = qkv[:, :nqk], qkv[:, nqk:]
         if lw.qk_norm is not None:
             qk = (F.rms_norm(qk.unflatten(-1, (-1, s.head_dim)), (s.head_dim,), None, s.eps) * lw.qk_norm).flatten(1)
@@ -227,13 +238,21 @@ class Decoder:
         """Residual adds of the attention output attn [N, H d] and of the MLP; x [N, D]."""
         s = self.shape
         x = torch.addmm(x if lw.bo is None else x + lw.bo, attn, lw.wo_t)
-        gu = F.linear(F.rms_norm(x, (s.hidden,), None, s.eps), lw.wgu, lw.bgu)
-        act = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
+        gu = F.linear(self._norm(x), lw.wgu, lw.bgu)
+        if self.kernel is not None:
+            act = self.kernel.silu_mul(gu)
+        else:
+            act = F.silu(gu[:, : s.intermediate]) * gu[:, s.intermediate :]
         return torch.addmm(x if lw.bd is None else x + lw.bd, act, lw.wd_t)
 
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm without weight (each norm's weight is folded into the matmul after it)."""
+        if self.kernel is not None and x.stride(-1) == 1:
+            return self.kernel.rms_norm(x, self.shape.eps)
+        return F.rms_norm(x, (self.shape.hidden,), None, self.shape.eps)
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.rms_norm(x, (self.shape.hidden,), None, self.shape.eps)
-        return F.linear(x, self.weights.lm_head).float()
+        return F.linear(self._norm(x), self.weights.lm_head).float()
 
     def prefill(self, ids: torch.Tensor, start: torch.Tensor, cache: KVCache, n: int) -> torch.Tensor:
         """Run left-padded prompts ids [G, P] (start [G] = leading pad tokens) through the model.
@@ -255,7 +274,12 @@ class Decoder:
             qk = self._rope(qk, cos, sin).unflatten(0, (G, P)).transpose(1, 2)  # [G, H + Hkv, P, d]
             q, k = qk[:, : s.heads], qk[:, s.heads :]
             v = v.unflatten(-1, (-1, s.head_dim)).unflatten(0, (G, P)).transpose(1, 2)
-            cache.k[i, : G * n, :, :P].unflatten(0, (G, n)).copy_(k[:, None])
+            if self.kernel is not None:  # whole tiles: columns past P are written by decode first
+                tiles = -(-P // kernels.TILE)
+                k_tiles = F.pad(k, (0, 0, 0, tiles * kernels.TILE - P)).unflatten(2, (tiles, kernels.TILE))
+                cache.k[i, : G * n, :, :tiles].unflatten(0, (G, n)).copy_(k_tiles.transpose(-1, -2)[:, None])
+            else:
+                cache.k[i, : G * n, :, :P].unflatten(0, (G, n)).copy_(k[:, None])
             cache.v[i, : G * n, :, :P].unflatten(0, (G, n)).copy_(v[:, None])
             attn = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, scale=1.0, enable_gqa=s.heads != s.kv_heads
@@ -283,7 +307,7 @@ class Decoder:
             k_cache, v_cache = cache.k[i, :B], cache.v[i, :B]
             if self.kernel is not None:
                 q, k = qk[:, : s.heads * s.head_dim], qk[:, s.heads * s.head_dim :]
-                self.kernel(q, k, v, cache.cos, cache.sin, start, k_cache, v_cache, attn, s.heads, t)
+                self.kernel.attention(q, k, v, cache.cos, cache.sin, start, k_cache, v_cache, attn, s.heads, t)
             else:
                 attn = self._torch_attention(self._rope(qk, cos, sin), v, k_cache, v_cache, key_bias, t)
             x = self._attn_out_mlp(lw, x, attn)

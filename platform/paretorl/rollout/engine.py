@@ -5,8 +5,9 @@ prompt's keys/values to its n sample rows of a static KV cache sized [layers, G*
 P + max_new_tokens - 1, d], then decode all rows in lock-step. Rows that emit EOS are dropped
 from the active batch (compacted into the front of the same cache) so finished responses stop
 costing compute. For models this small, per-op overhead rules: HF generate runs ~40 modules
-per layer per step; here a decode step is ~10 tensor ops per layer (fused matmuls, folded norms)
-plus one C call for RoPE + cache append + attention (`kernels`, with a pure-torch fallback).
+per layer per step; here a decode step is four matmuls per layer (fused QKV and gate/up, folded
+norms) and C calls for RoPE + cache append + attention, RMSNorm, SiLU gating and sampling
+(`kernels`, with a pure-torch fallback).
 
 Threads: on a shared 2-core machine prefer threads=1: an OpenMP-parallel op waits for its
 slowest thread, and a thread whose core is busy elsewhere stalls every op of the step.
@@ -143,7 +144,7 @@ class EmbeddedEngine:
         alive = torch.ones(B, dtype=torch.bool)
         m = B
         for step in range(new):
-            tok, lp = sample_tokens(logits, params.temperature, params.top_k, params.top_p, generator)
+            tok, lp = sample_tokens(logits, params.temperature, params.top_k, params.top_p, generator, dec.kernel)
             if m == B:
                 out_tokens[:, step], out_logprobs[:, step] = tok, lp
             else:

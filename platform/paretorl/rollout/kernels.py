@@ -1,17 +1,22 @@
-"""A fused decode-attention kernel in C, built on first use with the system C compiler.
+"""C kernels for the embedded engine's decode step, built on first use with the system C compiler.
 
-Why: at batch 256 a decode step's attention is ~B*H tiny GEMVs over each row's keys. torch's
-batched matmul runs them several times slower than memory allows (and needs the whole cache
-length, masked), so attention was over half of a step. This kernel does, per (row, kv head):
-RoPE on the new k, append k/v to the cache, and for each query head of the group RoPE on q,
-scores over the row's valid columns only, softmax, weighted sum of values; arithmetic in float32,
-storage bf16 or f32. It is memory-bound (the whole live cache is read every step), hence the
-software prefetches. Rows run in parallel on torch's OpenMP threads (the .so links libgomp.so.1,
-which resolves to the copy torch has already loaded).
+Why: on a model this small each torch op costs more in dispatch and bf16<->f32 passes than in
+arithmetic, and at batch 256 attention is ~B*H tiny GEMVs that torch's batched matmul runs
+several times slower than memory allows. So:
+- `attention`, per (row, kv head): RoPE on the new k, append k/v to the cache, and for each
+  query head of the group RoPE on q, scores over the row's live columns only, softmax, weighted
+  sum of values. Keys are cached in 16-column tiles, transposed within the tile, so a score tile
+  is d multiply-adds of 16-wide vectors (no horizontal sums) and a step reads each row's keys as
+  one contiguous stream; with AVX-512 the bf16 loops are written with intrinsics. It is
+  memory-bound: every step reads the whole live cache.
+- `rms_norm`, `silu_mul`: the rest of a layer between its matmuls, one pass per row.
+- `sample`: plain sampling as one pass per row (max, exp-sum, inverse-CDF draw, log-prob).
+Arithmetic is float32, storage bf16 or f32. Rows run in parallel on torch's OpenMP threads (the
+.so links libgomp.so.1, which resolves to the copy torch has already loaded).
 
 Built once per source/compiler/CPU into $PARETORL_KERNEL_CACHE (default
 ~/.cache/paretorl/kernels). No compiler, a failed build, or PARETORL_ROLLOUT_KERNEL=0: `load()`
-returns None and the engine uses its pure-torch attention, which computes the same thing.
+returns None and the engine uses torch ops, which compute the same thing.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from pathlib import Path
 
 import torch
 
+TILE = 16  # key-cache tile width, as in the C source
+
 _SOURCE = r"""
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 static inline float bf16_to_f32(uint16_t x) {
     union { uint32_t u; float f; } v; v.u = ((uint32_t)x) << 16; return v.f;
@@ -40,24 +48,83 @@ static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torc
     return (uint16_t)(v.u >> 16);
 }
 
-/* Software prefetch of n bytes from p: the K rows a few iterations ahead, and the V rows
-   the second pass will read, so both streams are in flight while the dot products run. */
-#define PREFETCH(p, n)                                                                         \
-    for (int64_t o_ = 0; o_ < (int64_t)(n); o_ += 64) __builtin_prefetch((const char*)(p) + o_)
+/* Key cache layout, per (row, kv head): tiles of 16 columns, each tile [d][16] (keys transposed
+   within the tile). A score tile is then d multiply-adds of 16-wide vectors, with no horizontal
+   sums, and the keys a step reads are one contiguous stream. Column j lives at
+   ((j / 16) * d + i) * 16 + j % 16. Values stay [T][d]: a weighted sum of rows. */
+#define TILE 16
 
-/* Prefetch knobs (compile-time): PF_NEXT pulls the next (row, head) block into L2, PF_INLOOP is
-   how many K rows ahead the score loop prefetches. Both on measured ~1.5x faster here. */
-#ifndef PF_NEXT
-#define PF_NEXT 1
-#endif
-#ifndef PF_INLOOP
-#define PF_INLOOP 16
-#endif
-#define PREFETCH_L2(p, n)                                                                      \
-    for (int64_t o_ = 0; o_ < (int64_t)(n); o_ += 64) __builtin_prefetch((const char*)(p) + o_, 0, 2)
+/* Mask of the tile lanes whose columns lie in [lo, hi] (tile starting at column c). */
+static inline uint32_t lanes(int64_t c, int64_t lo, int64_t hi) {
+    const int64_t a = lo > c ? lo - c : 0, b = hi < c + TILE - 1 ? hi - c : TILE - 1;
+    return a > b ? 0u : (uint32_t)(((1u << (b - a + 1)) - 1) << a);
+}
 
-/* DIM is a literal for the common head sizes (fully unrolled, vectorised loops) or `d_`. */
-#define DEFINE_KERNEL(NAME, T, LOAD, STORE, DIM)                                               \
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define HAVE_AVX512 1
+
+/* 16 bf16 -> 16 floats (a bf16 is the top half of a float); masked-off lanes are not read. */
+static inline __m512 ld16(const uint16_t* p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+/* Scores of the tiles c0 .. c1 (columns 16 c0 .. 16 c1 + 15) into s[0 ..]: four tiles per pass
+   over the head dimension, in four independent accumulators. Lanes outside [lo, hi] are
+   neither read nor written. */
+static inline __attribute__((always_inline)) void scores_bf16(const float* qr, const uint16_t* kt, int64_t d,
+                                                              int64_t c0, int64_t c1, int64_t lo, int64_t hi, float* s) {
+    for (int64_t c = c0; c <= c1; c += 4) {
+        __mmask16 m[4];
+        for (int k = 0; k < 4; k++) m[k] = (__mmask16)(c + k <= c1 ? lanes((c + k) * TILE, lo, hi) : 0u);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const uint16_t* t0 = kt + c * d * TILE;
+        for (int64_t i = 0; i < d; i++) {
+            const __m512 qi = _mm512_set1_ps(qr[i]);
+            a0 = _mm512_fmadd_ps(qi, ld16(t0 + i * TILE, m[0]), a0);
+            a1 = _mm512_fmadd_ps(qi, ld16(t0 + (d + i) * TILE, m[1]), a1);
+            a2 = _mm512_fmadd_ps(qi, ld16(t0 + (2 * d + i) * TILE, m[2]), a2);
+            a3 = _mm512_fmadd_ps(qi, ld16(t0 + (3 * d + i) * TILE, m[3]), a3);
+        }
+        float* o = s + (c - c0) * TILE;
+        _mm512_mask_storeu_ps(o, m[0], a0); _mm512_mask_storeu_ps(o + TILE, m[1], a1);
+        _mm512_mask_storeu_ps(o + 2 * TILE, m[2], a2); _mm512_mask_storeu_ps(o + 3 * TILE, m[3], a3);
+    }
+}
+
+/* acc[0 .. d-1] = sum_j p[j] * v[j * d + i] over n rows of a [*, d] value block; d % 16 == 0,
+   d <= 256. Two rows per iteration, each into its own accumulators. */
+static inline __attribute__((always_inline)) void weighted_values_bf16(const float* p, const uint16_t* v, int64_t n,
+                                                                       int64_t d, float* acc) {
+    __m512 a[16], b[16];
+    const int64_t c = d / 16;
+    for (int64_t k = 0; k < c; k++) a[k] = b[k] = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 1 < n; j += 2) {
+        const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[j + 1]);
+        const uint16_t* v0 = v + j * d;
+        for (int64_t k = 0; k < c; k++) {
+            a[k] = _mm512_fmadd_ps(p0, ld16(v0 + 16 * k, 0xFFFF), a[k]);
+            b[k] = _mm512_fmadd_ps(p1, ld16(v0 + d + 16 * k, 0xFFFF), b[k]);
+        }
+    }
+    if (j < n) {
+        const __m512 p0 = _mm512_set1_ps(p[j]);
+        for (int64_t k = 0; k < c; k++) a[k] = _mm512_fmadd_ps(p0, ld16(v + j * d + 16 * k, 0xFFFF), a[k]);
+    }
+    for (int64_t k = 0; k < c; k++) _mm512_storeu_ps(acc + 16 * k, _mm512_add_ps(a[k], b[k]));
+}
+#else
+#define HAVE_AVX512 0
+static inline void scores_bf16(const float* qr, const uint16_t* kt, int64_t d, int64_t c0, int64_t c1, int64_t lo,
+                               int64_t hi, float* s) {}
+static inline void weighted_values_bf16(const float* p, const uint16_t* v, int64_t n, int64_t d, float* acc) {}
+#endif
+
+/* One decode step's attention for every (row, kv head); see `Kernels.attention`. DIM is a
+   literal for the common head sizes (unrolled loops) or `d_`; FAST selects the AVX-512 bf16
+   loops above, else portable loops that gcc vectorises. */
+#define DEFINE_KERNEL(NAME, T, LOAD, STORE, DIM, FAST)                                         \
 static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t v_stride,    \
           const float* cos_t, const float* sin_t, const int64_t* start,                        \
           T* k_cache, T* v_cache, T* out,                                                      \
@@ -66,25 +133,20 @@ static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t 
     _Pragma("omp parallel for collapse(2) schedule(static)")                                   \
     for (int64_t b = 0; b < B; b++) {                                                          \
         for (int64_t h = 0; h < Hkv; h++) {                                                    \
-            float x[d], qr[d], acc[d], s[t + 1];                                               \
-            const float* c = cos_t + (t - start[b]) * d;                                       \
-            const float* sn = sin_t + (t - start[b]) * d;                                      \
-            T* kc = k_cache + (b * Hkv + h) * Tmax * d;                                        \
-            T* vc = v_cache + (b * Hkv + h) * Tmax * d;                                        \
+            const int64_t j0 = start[b], n = t + 1 - j0, c0 = j0 / TILE, c1 = t / TILE;        \
+            const int64_t off = j0 - c0 * TILE; /* s[off + jj] is column j0 + jj's score */    \
+            float x[d], qr[d], acc[d], s[(c1 - c0 + 1) * TILE];                                \
+            const float* c = cos_t + (t - j0) * d;                                             \
+            const float* sn = sin_t + (t - j0) * d;                                            \
+            T* kc = k_cache + (b * Hkv + h) * Tmax * d; /* tiles [Tmax / 16][d][16] */         \
+            T* vc = v_cache + (b * Hkv + h) * Tmax * d; /* [Tmax][d] */                        \
             const T* kin = k + b * in_stride + h * d;                                          \
             const T* vin = v + b * v_stride + h * d;                                           \
-            if (PF_NEXT) {   /* The next (row, head) block's keys and values, into L2. */      \
-                const int64_t nb = h + 1 < Hkv ? b : b + 1;                                    \
-                if (nb < B) {                                                                  \
-                    const int64_t ns = start[nb], nbytes = (t + 1 - ns) * d * sizeof(T);       \
-                    PREFETCH_L2(kc + (Tmax + ns) * d, nbytes);                                 \
-                    PREFETCH_L2(vc + (Tmax + ns) * d, nbytes);                                 \
-                }                                                                              \
-            }                                                                                  \
+            T* kt = kc + c1 * d * TILE + t % TILE; /* column t of its tile, stride 16 */       \
             for (int64_t i = 0; i < d; i++) x[i] = LOAD(kin[i]);                               \
             for (int64_t i = 0; i < half; i++) {                                               \
-                kc[t * d + i] = STORE(x[i] * c[i] - x[i + half] * sn[i]);                      \
-                kc[t * d + i + half] = STORE(x[i + half] * c[i + half] + x[i] * sn[i + half]); \
+                kt[i * TILE] = STORE(x[i] * c[i] - x[i + half] * sn[i]);                       \
+                kt[(i + half) * TILE] = STORE(x[i + half] * c[i + half] + x[i] * sn[i + half]); \
             }                                                                                  \
             for (int64_t i = 0; i < d; i++) vc[t * d + i] = vin[i];                            \
             for (int64_t g = 0; g < group; g++) {                                              \
@@ -95,47 +157,41 @@ static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t 
                     qr[i] = x[i] * c[i] - x[i + half] * sn[i];                                 \
                     qr[i + half] = x[i + half] * c[i + half] + x[i] * sn[i + half];            \
                 }                                                                              \
-                /* Four columns at a time: independent dot products keep the FMA units  */ \
-                /* busy instead of waiting on one horizontal reduction after another.     */ \
-                int64_t j = start[b];                                                          \
-                for (; j + 3 <= t; j += 4) {                                                   \
-                    const T* kj = kc + j * d;                                                  \
-                    if (PF_INLOOP) {                                                           \
-                        PREFETCH(kj + PF_INLOOP * d, 4 * d * sizeof(T));                       \
-                        PREFETCH(vc + j * d, 4 * d * sizeof(T));                               \
+                if (FAST) {                                                                    \
+                    scores_bf16(qr, (const uint16_t*)kc, d, c0, c1, j0, t, s);                 \
+                } else {                                                                       \
+                    for (int64_t ct = c0; ct <= c1; ct++) {                                    \
+                        const T* tile = kc + ct * d * TILE;                                    \
+                        float a[TILE];                                                         \
+                        for (int l = 0; l < TILE; l++) a[l] = 0.f;                             \
+                        for (int64_t i = 0; i < d; i++)                                        \
+                            for (int l = 0; l < TILE; l++) a[l] += qr[i] * LOAD(tile[i * TILE + l]); \
+                        for (int l = 0; l < TILE; l++) s[(ct - c0) * TILE + l] = a[l];         \
                     }                                                                          \
-                    float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;                              \
-                    for (int64_t i = 0; i < d; i++) {                                          \
-                        d0 += qr[i] * LOAD(kj[i]);                                             \
-                        d1 += qr[i] * LOAD(kj[d + i]);                                         \
-                        d2 += qr[i] * LOAD(kj[2 * d + i]);                                     \
-                        d3 += qr[i] * LOAD(kj[3 * d + i]);                                     \
-                    }                                                                          \
-                    s[j] = d0; s[j + 1] = d1; s[j + 2] = d2; s[j + 3] = d3;                    \
                 }                                                                              \
-                for (; j <= t; j++) {                                                          \
-                    const T* kj = kc + j * d;                                                  \
-                    float dot = 0.f;                                                           \
-                    for (int64_t i = 0; i < d; i++) dot += qr[i] * LOAD(kj[i]);                \
-                    s[j] = dot;                                                                \
-                }                                                                              \
+                float* sv = s + off;                                                           \
                 float m = -FLT_MAX;                                                            \
-                for (j = start[b]; j <= t; j++) m = s[j] > m ? s[j] : m;                       \
+                for (int64_t jj = 0; jj < n; jj++) m = sv[jj] > m ? sv[jj] : m;                \
                 float sum = 0.f;                                                               \
-                for (j = start[b]; j <= t; j++) { s[j] = expf(s[j] - m); sum += s[j]; }        \
-                float acc2[d];                                                                 \
-                for (int64_t i = 0; i < d; i++) acc[i] = acc2[i] = 0.f;                        \
-                for (j = start[b]; j + 1 <= t; j += 2) {                                       \
-                    const T* vj = vc + j * d;                                                  \
-                    const float p0 = s[j], p1 = s[j + 1];                                      \
-                    for (int64_t i = 0; i < d; i++) {                                          \
-                        acc[i] += p0 * LOAD(vj[i]);                                            \
-                        acc2[i] += p1 * LOAD(vj[d + i]);                                       \
+                for (int64_t jj = 0; jj < n; jj++) { sv[jj] = expf(sv[jj] - m); sum += sv[jj]; } \
+                if (FAST) {                                                                    \
+                    weighted_values_bf16(sv, (const uint16_t*)vc + j0 * d, n, d, acc);         \
+                } else {                                                                       \
+                    float acc2[d];                                                             \
+                    for (int64_t i = 0; i < d; i++) acc[i] = acc2[i] = 0.f;                    \
+                    int64_t jj = 0;                                                            \
+                    for (; jj + 1 < n; jj += 2) {                                              \
+                        const T* vj = vc + (j0 + jj) * d;                                      \
+                        const float p0 = sv[jj], p1 = sv[jj + 1];                              \
+                        for (int64_t i = 0; i < d; i++) {                                      \
+                            acc[i] += p0 * LOAD(vj[i]);                                        \
+                            acc2[i] += p1 * LOAD(vj[d + i]);                                   \
+                        }                                                                      \
                     }                                                                          \
+                    if (jj < n)                                                                \
+                        for (int64_t i = 0; i < d; i++) acc[i] += sv[jj] * LOAD(vc[(j0 + jj) * d + i]); \
+                    for (int64_t i = 0; i < d; i++) acc[i] += acc2[i];                         \
                 }                                                                              \
-                if (j <= t)                                                                    \
-                    for (int64_t i = 0; i < d; i++) acc[i] += s[j] * LOAD(vc[j * d + i]);     \
-                for (int64_t i = 0; i < d; i++) acc[i] += acc2[i];                             \
                 T* o = out + b * H * d + hq * d;                                               \
                 const float inv = 1.f / sum;                                                   \
                 for (int64_t i = 0; i < d; i++) o[i] = STORE(acc[i] * inv);                    \
@@ -145,11 +201,11 @@ static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t 
 }
 
 #define ID(x) (x)
-#define DEFINE_DISPATCH(NAME, T, LOAD, STORE)                                                  \
-DEFINE_KERNEL(NAME##_32, T, LOAD, STORE, 32)                                                   \
-DEFINE_KERNEL(NAME##_64, T, LOAD, STORE, 64)                                                   \
-DEFINE_KERNEL(NAME##_128, T, LOAD, STORE, 128)                                                 \
-DEFINE_KERNEL(NAME##_any, T, LOAD, STORE, d_)                                                  \
+#define DEFINE_DISPATCH(NAME, T, LOAD, STORE, FAST)                                                  \
+DEFINE_KERNEL(NAME##_32, T, LOAD, STORE, 32, FAST)                                                   \
+DEFINE_KERNEL(NAME##_64, T, LOAD, STORE, 64, FAST)                                                   \
+DEFINE_KERNEL(NAME##_128, T, LOAD, STORE, 128, FAST)                                                 \
+DEFINE_KERNEL(NAME##_any, T, LOAD, STORE, d_, FAST && d_ % 16 == 0 && d_ <= 256) \
 void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t v_stride,           \
           const float* cos_t, const float* sin_t, const int64_t* start,                        \
           T* k_cache, T* v_cache, T* out,                                                      \
@@ -160,8 +216,66 @@ void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t v_strid
                                                                    : NAME##_any;               \
     f(q, k, v, in_stride, v_stride, cos_t, sin_t, start, k_cache, v_cache, out, B, H, Hkv, d, Tmax, t);  \
 }
-DEFINE_DISPATCH(decode_attention_f32, float, ID, ID)
-DEFINE_DISPATCH(decode_attention_bf16, uint16_t, bf16_to_f32, f32_to_bf16)
+DEFINE_DISPATCH(decode_attention_f32, float, ID, ID, 0)
+DEFINE_DISPATCH(decode_attention_bf16, uint16_t, bf16_to_f32, f32_to_bf16, HAVE_AVX512)
+/* Row-wise kernels for the rest of a decode step: on a small model each torch op costs more in
+   dispatch and bf16<->f32 conversion passes than in arithmetic. float32 math, one pass per row. */
+#define DEFINE_ROWWISE(SUFFIX, T, LOAD, STORE)                                                 \
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) (RMSNorm without weight: it is folded into the     \
+   matmul after it); x rows are `stride` apart, out is contiguous [N, D]. */                   \
+void rms_norm_##SUFFIX(const T* x, int64_t stride, T* out, int64_t N, int64_t D, float eps) { \
+    _Pragma("omp parallel for schedule(static)")                                               \
+    for (int64_t r = 0; r < N; r++) {                                                          \
+        const T* xr = x + r * stride;                                                          \
+        float ss = 0.f;                                                                        \
+        for (int64_t i = 0; i < D; i++) { const float v = LOAD(xr[i]); ss += v * v; }         \
+        const float inv = 1.f / sqrtf(ss / (float)D + eps);                                    \
+        T* o = out + r * D;                                                                    \
+        for (int64_t i = 0; i < D; i++) o[i] = STORE(LOAD(xr[i]) * inv);                       \
+    }                                                                                          \
+}                                                                                              \
+/* out[r, i] = silu(gu[r, i]) * gu[r, I + i]: the gated MLP activation, gu [N, 2I] contiguous. */ \
+void silu_mul_##SUFFIX(const T* gu, T* out, int64_t N, int64_t I) {                           \
+    _Pragma("omp parallel for schedule(static)")                                               \
+    for (int64_t r = 0; r < N; r++) {                                                          \
+        const T* g = gu + r * 2 * I;                                                           \
+        T* o = out + r * I;                                                                    \
+        for (int64_t i = 0; i < I; i++) {                                                      \
+            const float a = LOAD(g[i]);                                                        \
+            o[i] = STORE(a / (1.f + expf(-a)) * LOAD(g[I + i]));                               \
+        }                                                                                      \
+    }                                                                                          \
+}
+DEFINE_ROWWISE(f32, float, ID, ID)
+DEFINE_ROWWISE(bf16, uint16_t, bf16_to_f32, f32_to_bf16)
+
+/* One draw per row from softmax(logits[r] * inv_temp), by inverse CDF with the uniform u[r] in
+   [0, 1): the first token whose running sum of exp(z - max) exceeds u * total (a zero-probability
+   token is never chosen: its interval is empty). Writes the token and its log-prob. */
+void sample_rows_f32(const float* logits, int64_t N, int64_t V, float inv_temp, const float* u,
+                     int64_t* tokens, float* logprobs) {
+    _Pragma("omp parallel for schedule(static)")
+    for (int64_t r = 0; r < N; r++) {
+        const float* l = logits + r * V;
+        float* e = malloc(V * sizeof(float));  /* heap: a 150k vocabulary is 600 KB */
+        float m = -FLT_MAX;
+        for (int64_t i = 0; i < V; i++) m = l[i] * inv_temp > m ? l[i] * inv_temp : m;
+        float sum = 0.f;
+        for (int64_t i = 0; i < V; i++) { e[i] = expf(l[i] * inv_temp - m); sum += e[i]; }
+        const float target = u[r] * sum;
+        float run = 0.f;
+        int64_t tok = -1, last = 0;
+        for (int64_t i = 0; i < V; i++) {
+            if (e[i] > 0.f) last = i;
+            run += e[i];
+            if (run > target && e[i] > 0.f) { tok = i; break; }
+        }
+        if (tok < 0) tok = last;  /* rounding left the running sum short of u * total */
+        tokens[r] = tok;
+        logprobs[r] = l[tok] * inv_temp - m - logf(sum);
+        free(e);
+    }
+}
 """
 
 # -ffast-math lets gcc vectorise the reductions and call glibc's vector expf (libmvec); the
@@ -192,7 +306,7 @@ def _build() -> Path | None:
     if cc is None:
         return None
     key = hashlib.sha256("\0".join([_SOURCE, cc, *_COMPILE, *_LINK, _cpu_flags()]).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"decode_attention_{key}.so"
+    path = _cache_dir() / f"rollout_kernels_{key}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,48 +320,89 @@ def _build() -> Path | None:
     return path
 
 
-class DecodeAttention:
-    """ctypes wrapper; see `__call__`."""
+class Kernels:
+    """ctypes wrappers of the compiled kernels: `attention`, `rms_norm`, `silu_mul`, `sample`."""
 
     def __init__(self, lib: ctypes.CDLL):
-        self._fns = {torch.float32: lib.decode_attention_f32, torch.bfloat16: lib.decode_attention_bf16}
-        for fn in self._fns.values():
+        P, I = ctypes.c_void_p, ctypes.c_int64
+        self._attention = {torch.float32: lib.decode_attention_f32, torch.bfloat16: lib.decode_attention_bf16}
+        for fn in self._attention.values():
+            fn.argtypes = [P] * 3 + [I] * 2 + [P] * 6 + [I] * 6
+        self._rms_norm = {torch.float32: lib.rms_norm_f32, torch.bfloat16: lib.rms_norm_bf16}
+        for fn in self._rms_norm.values():
+            fn.argtypes = [P, I, P, I, I, ctypes.c_float]
+        self._silu_mul = {torch.float32: lib.silu_mul_f32, torch.bfloat16: lib.silu_mul_bf16}
+        for fn in self._silu_mul.values():
+            fn.argtypes = [P, P, I, I]
+        self._sample = lib.sample_rows_f32
+        self._sample.argtypes = [P, I, I, ctypes.c_float, P, P, P]
+        for fn in (*self._attention.values(), *self._rms_norm.values(), *self._silu_mul.values(), self._sample):
             fn.restype = None
-            fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
 
-    def __call__(self, q, k, v, cos_t, sin_t, start, k_cache, v_cache, out, heads: int, t: int) -> None:
+    def attention(self, q, k, v, cos_t, sin_t, start, k_cache, v_cache, out, heads: int, t: int) -> None:
         """Append RoPE'd k and v at cache column t and write attention outputs to out.
 
         q [B, H d], k and v [B, Hkv d]: row views (e.g. slices of the fused qkv output; q and k
         share a row stride), not yet rotated, q already scaled by 1/sqrt(d).
         cos_t, sin_t: [T, d] float32, HF's tables (sin not sign-flipped). start [B] int64: the
         first valid cache column of each row (its left padding); row b's position is t - start[b].
-        k_cache, v_cache: [B, Hkv, T, d] contiguous. out: [B, H d] contiguous.
+        k_cache [B, Hkv, T / 16, d, 16] (16-column tiles, see the C source), v_cache [B, Hkv, T, d],
+        both contiguous. out: [B, H d] contiguous.
         """
-        B, kv_heads, T, d = k_cache.shape
+        B, kv_heads, tiles, d, tile = k_cache.shape
+        T = tiles * tile
+        assert tile == TILE and v_cache.shape == (B, kv_heads, T, d)
         assert q.stride(0) == k.stride(0) and q.stride(1) == k.stride(1) == v.stride(1) == 1
         assert k_cache.is_contiguous() and v_cache.is_contiguous() and out.is_contiguous()
         assert cos_t.dtype == sin_t.dtype == torch.float32 and start.dtype == torch.int64
-        self._fns[k_cache.dtype](
+        self._attention[k_cache.dtype](
             q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), v.stride(0),
             cos_t.data_ptr(), sin_t.data_ptr(), start.data_ptr(),
             k_cache.data_ptr(), v_cache.data_ptr(), out.data_ptr(),
             B, heads, kv_heads, d, T, t,
         )
 
+    def rms_norm(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        """F.rms_norm(x, (D,), None, eps) for x [N, D] with unit-stride rows; a new contiguous tensor."""
+        N, D = x.shape
+        assert x.stride(1) == 1
+        out = torch.empty((N, D), dtype=x.dtype)
+        self._rms_norm[x.dtype](x.data_ptr(), x.stride(0), out.data_ptr(), N, D, eps)
+        return out
 
-_LOADED: DecodeAttention | None | bool = False
+    def silu_mul(self, gu: torch.Tensor) -> torch.Tensor:
+        """silu(gu[:, :I]) * gu[:, I:] for gu [N, 2I] contiguous; a new [N, I] tensor."""
+        N, I2 = gu.shape
+        assert gu.is_contiguous() and I2 % 2 == 0
+        out = torch.empty((N, I2 // 2), dtype=gu.dtype)
+        self._silu_mul[gu.dtype](gu.data_ptr(), out.data_ptr(), N, I2 // 2)
+        return out
+
+    def sample(self, logits: torch.Tensor, temperature: float, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse-CDF draws from softmax(logits / temperature), one per row, with uniforms u [N].
+
+        logits [N, V] float32 contiguous. Returns (tokens [N] int64, log-probs [N] float32).
+        """
+        N, V = logits.shape
+        assert logits.dtype == u.dtype == torch.float32 and logits.is_contiguous() and temperature > 0
+        tokens, logprobs = torch.empty(N, dtype=torch.int64), torch.empty(N, dtype=torch.float32)
+        self._sample(logits.data_ptr(), N, V, 1.0 / temperature, u.contiguous().data_ptr(), tokens.data_ptr(),
+                     logprobs.data_ptr())
+        return tokens, logprobs
 
 
-def load() -> DecodeAttention | None:
-    """The compiled kernel, or None where it cannot be built or is switched off."""
+_LOADED: Kernels | None | bool = False
+
+
+def load() -> Kernels | None:
+    """The compiled kernels, or None where they cannot be built or are switched off."""
     global _LOADED
     if os.environ.get("PARETORL_ROLLOUT_KERNEL", "1") == "0":
         return None
     if _LOADED is False:
         try:
             path = _build()
-            _LOADED = DecodeAttention(ctypes.CDLL(str(path))) if path is not None else None
+            _LOADED = Kernels(ctypes.CDLL(str(path))) if path is not None else None
         except OSError:
             _LOADED = None
     return _LOADED

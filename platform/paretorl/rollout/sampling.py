@@ -1,4 +1,4 @@
-"""Next-token sampling: temperature, top-k, top-p, greedy. Pure torch, no model.
+"""Next-token sampling: temperature, top-k, top-p, greedy. Torch, or a fused C pass (`kernels`).
 
 The log-probs returned are those of the distribution the token was actually drawn from:
 softmax(logits / temperature), truncated by top-k then top-p and renormalised (the order HF
@@ -40,12 +40,19 @@ def sample_tokens(
     top_k: int,
     top_p: float,
     generator: torch.Generator | None,
+    kernels=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row.
 
     logits: [B, V] float32. Returns (tokens [B] int64, logprobs [B] float32), the log-probs
-    under `sampling_logprobs` (see the module docstring).
+    under `sampling_logprobs` (see the module docstring). kernels: `rollout.kernels.Kernels`;
+    plain sampling (no top-k / top-p) then runs as one fused C pass per row, with the same
+    one-uniform-per-row inverse CDF as `inverse_cdf_sample`.
     """
+    vocab = logits.shape[-1]
+    if kernels is not None and temperature > 0 and not 0 < top_k < vocab and top_p >= 1.0:
+        u = torch.rand(logits.shape[0], generator=generator, dtype=torch.float32)
+        return kernels.sample(logits.contiguous(), temperature, u)
     logp = sampling_logprobs(logits, temperature, top_k, top_p)
     if temperature == 0:
         tokens = torch.argmax(logits, dim=-1)  # first maximum, like HF greedy search
