@@ -31,39 +31,47 @@ def tiled(keys):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("d, heads, kv_heads", [(32, 4, 4), (64, 4, 2), (48, 2, 2), (40, 2, 1)])
-def test_attention_matches_torch(dtype, d, heads, kv_heads):
-    g = torch.Generator().manual_seed(d + heads)
-    B, T, t = 5, 64, 37
-    start = torch.tensor([0, 3, 15, 16, 30])  # live columns start mid-tile and on a tile edge
-    cos_sin = torch.randn(2, T, d, generator=g)
+@pytest.mark.parametrize("step", [0, 17])
+def test_attention_matches_torch(dtype, d, heads, kv_heads, step):
+    """Rows 0-1 share prompt 0, row 2 has prompt 1, rows 3-4 share prompt 2; their live columns
+    start at 0, on a tile edge and mid-tile; step 0 is the first generated column."""
+    g = torch.Generator().manual_seed(d + heads + step)
+    group, P, own = torch.tensor([0, 0, 1, 2, 2]), 35, 32
+    start = torch.tensor([0, 16, 30])[group]
+    B, G, t = len(group), 3, 35 + step
+    cos_sin = torch.randn(2, P + own, d, generator=g)
     qkv = torch.randn(B, (heads + 2 * kv_heads) * d, generator=g).to(dtype)
     q, k, v = qkv.split([heads * d, kv_heads * d, kv_heads * d], dim=1)
-    keys = torch.randn(B, kv_heads, T, d, generator=g).to(dtype)
-    values = torch.randn(B, kv_heads, T, d, generator=g).to(dtype)
-    k_cache, v_cache = tiled(keys), values.clone()
+    prompt_keys = torch.randn(G, kv_heads, 48, d, generator=g).to(dtype)  # P rounded up to tiles
+    prompt_values = torch.randn(G, kv_heads, 48, d, generator=g).to(dtype)
+    own_keys = torch.randn(B, kv_heads, own, d, generator=g).to(dtype)
+    own_values = torch.randn(B, kv_heads, own, d, generator=g).to(dtype)
+    k_cache, v_cache = tiled(own_keys), own_values.clone()
     out = torch.empty(B, heads * d, dtype=dtype)
-    K.attention(q, k, v, cos_sin[0], cos_sin[1], start, k_cache, v_cache, out, heads, t)
+    K.attention(q, k, v, cos_sin[0], cos_sin[1], start, group, tiled(prompt_keys), prompt_values, k_cache, v_cache,
+                out, heads, P, t)
 
     pos = t - start
     cos, sin = cos_sin[0][pos][:, None], cos_sin[1][pos][:, None]  # [B, 1, d]
     k_new = rope(k.float().unflatten(1, (kv_heads, d)), cos, sin)
     q_rot = rope(q.float().unflatten(1, (heads, d)), cos, sin)
-    keys, values = keys.float(), values.float()
-    keys[:, :, t], values[:, :, t] = k_new.to(dtype).float(), v.float().unflatten(1, (kv_heads, d))
+    own_keys, own_values = own_keys.float(), own_values.float()
+    own_keys[:, :, step], own_values[:, :, step] = k_new.to(dtype).float(), v.float().unflatten(1, (kv_heads, d))
     want = torch.empty(B, heads, d)
     for b in range(B):
-        kk = keys[b, :, start[b] : t + 1].repeat_interleave(heads // kv_heads, 0)  # [H, n, d]
-        vv = values[b, :, start[b] : t + 1].repeat_interleave(heads // kv_heads, 0)
-        probs = torch.softmax(torch.einsum("hd,hnd->hn", q_rot[b], kk), -1)
-        want[b] = torch.einsum("hn,hnd->hd", probs, vv)
+        keys = torch.cat([prompt_keys[group[b], :, start[b] : P].float(), own_keys[b, :, : step + 1]], 1)
+        values = torch.cat([prompt_values[group[b], :, start[b] : P].float(), own_values[b, :, : step + 1]], 1)
+        keys, values = (x.repeat_interleave(heads // kv_heads, 0) for x in (keys, values))  # [H, n, d]
+        probs = torch.softmax(torch.einsum("hd,hnd->hn", q_rot[b], keys), -1)
+        want[b] = torch.einsum("hn,hnd->hd", probs, values)
     tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.float(), want.flatten(1), **tol)
-    # the new key (rotated) and value were appended at column t, and nothing else was touched
+    # the new key (rotated) and value went to the row's own column `step`; nothing else changed
     got_keys = k_cache.transpose(-1, -2).flatten(2, 3).float()
-    torch.testing.assert_close(got_keys[:, :, t], keys[:, :, t], **tol)
-    other = torch.arange(T) != t
-    torch.testing.assert_close(got_keys[:, :, other], keys[:, :, other], atol=0, rtol=0)
-    torch.testing.assert_close(v_cache.float(), values, atol=0, rtol=0)
+    torch.testing.assert_close(got_keys[:, :, step], own_keys[:, :, step], **tol)
+    other = torch.arange(own) != step
+    torch.testing.assert_close(got_keys[:, :, other], own_keys[:, :, other], atol=0, rtol=0)
+    torch.testing.assert_close(v_cache.float(), own_values, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

@@ -150,12 +150,16 @@ def pack_weights(shape: DecoderShape, state_dict: dict[str, torch.Tensor], dtype
 
 @dataclass
 class KVCache:
-    """Per-call decode state: keys k, values v [layers, B, Hkv, T, d], plus the RoPE tables for
-    0..T-1. With the C kernel, T is rounded up to whole tiles and k is [layers, B, Hkv, T/16, d,
-    16] (16-column tiles, transposed within the tile: see `kernels`).
+    """Per-call decode state: the keys and values of every row, plus the RoPE tables for 0..T-1.
 
-    All rows share one time index (prompts are left-padded); row b's keys start at column
-    start[b], and its RoPE position at column t is t - start[b]. Active rows are a prefix.
+    All rows share one time index (prompts are left-padded to prompt_len); row b's keys start at
+    column start[b], and its RoPE position at column t is t - start[b]. Active rows are a prefix.
+    - torch path: k, v [layers, B, Hkv, T, d] hold every column of every row.
+    - C kernel: a prompt's columns are stored once, shared by its n samples: prompt_k
+      [layers, G, Hkv, P/16, d, 16] (16-column tiles, transposed within the tile: see
+      `kernels`) and prompt_v [layers, G, Hkv, P, d], P rounded up to whole tiles; k, v hold each
+      row's generated columns (column t at t - prompt_len), k tiled the same way; group [B] is
+      each row's prompt.
     """
 
     k: torch.Tensor
@@ -164,15 +168,28 @@ class KVCache:
     sin: torch.Tensor
     cos_x: torch.Tensor  # [T, d] in the model dtype, for the torch attention path
     sin_x: torch.Tensor  # ... with the rotate_half sign folded in (see `_rope`)
+    prompt_len: int
+    prompt_k: torch.Tensor | None = None
+    prompt_v: torch.Tensor | None = None
+    group: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        parts = (self.k, self.v, self.prompt_k, self.prompt_v)
+        return sum(x.numel() * x.element_size() for x in parts if x is not None)
 
     def compact(self, keep: torch.Tensor, columns: int) -> None:
         """Move rows `keep` (ascending) to the front; only the first `columns` are in use."""
-        tiles = -(-columns // kernels.TILE)
-        for layer in range(self.k.shape[0]):
-            if self.k.dim() == 6:  # tiled keys
+        if self.group is not None:  # C kernel: move the generated columns and the prompt index
+            own = columns - self.prompt_len
+            tiles = -(-own // kernels.TILE)
+            for layer in range(self.k.shape[0]):
                 self.k[layer, : len(keep), :, :tiles] = self.k[layer, keep, :, :tiles]
-            else:
-                self.k[layer, : len(keep), :, :columns] = self.k[layer, keep, :, :columns]
+                self.v[layer, : len(keep), :, :own] = self.v[layer, keep, :, :own]
+            self.group[: len(keep)] = self.group[keep]
+            return
+        for layer in range(self.k.shape[0]):
+            self.k[layer, : len(keep), :, :columns] = self.k[layer, keep, :, :columns]
             self.v[layer, : len(keep), :, :columns] = self.v[layer, keep, :, :columns]
 
 
@@ -193,27 +210,28 @@ class Decoder:
     def load(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.weights = pack_weights(self.shape, state_dict, self.dtype)
 
-    def new_cache(self, batch: int, length: int) -> KVCache:
-        s = self.shape
+    def new_cache(self, groups: int, n: int, prompt_len: int, length: int) -> KVCache:
+        """Cache for `groups` prompts x n samples, prompts left-padded to prompt_len, `length`
+        columns in all."""
+        s, batch, tile = self.shape, groups * n, kernels.TILE
         cos, sin = self.rotary(torch.zeros(1, dtype=torch.float32), torch.arange(length)[None])
         cos, sin = cos[0].float(), sin[0].float()
         half = s.head_dim // 2
         sign = torch.cat([-torch.ones(half), torch.ones(half)])
-        if self.kernel is not None:
-            tiles = -(-length // kernels.TILE)
-            k = torch.empty((s.layers, batch, s.kv_heads, tiles, s.head_dim, kernels.TILE), dtype=self.dtype)
-            v = torch.empty((s.layers, batch, s.kv_heads, tiles * kernels.TILE, s.head_dim), dtype=self.dtype)
-        else:  # the torch path reads every column (masked), so unwritten ones must be finite
+        tables = dict(cos=cos, sin=sin, cos_x=cos.to(self.dtype), sin_x=(sin * sign).to(self.dtype))
+        if self.kernel is None:  # the torch path reads every column (masked): unwritten ones must be finite
             k = torch.zeros((s.layers, batch, s.kv_heads, length, s.head_dim), dtype=self.dtype)
-            v = torch.zeros_like(k)
-        return KVCache(
-            k=k,
-            v=v,
-            cos=cos,
-            sin=sin,
-            cos_x=cos.to(self.dtype),
-            sin_x=(sin * sign).to(self.dtype),
-        )
+            return KVCache(k=k, v=torch.zeros_like(k), prompt_len=prompt_len, **tables)
+
+        def tiled(rows: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+            tiles = max(1, -(-columns // tile))
+            k = torch.empty((s.layers, rows, s.kv_heads, tiles, s.head_dim, tile), dtype=self.dtype)
+            return k, torch.empty((s.layers, rows, s.kv_heads, tiles * tile, s.head_dim), dtype=self.dtype)
+
+        prompt_k, prompt_v = tiled(groups, prompt_len)
+        k, v = tiled(batch, length - prompt_len)
+        return KVCache(k=k, v=v, prompt_len=prompt_len, prompt_k=prompt_k, prompt_v=prompt_v,
+                       group=torch.arange(groups).repeat_interleave(n), **tables)
 
     def _qkv(self, lw: LayerWeights, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, D] -> (qk [N, (H + Hkv) d] before RoPE, q scaled; v [N, Hkv d]), row views."""
@@ -274,13 +292,14 @@ class Decoder:
             qk = self._rope(qk, cos, sin).unflatten(0, (G, P)).transpose(1, 2)  # [G, H + Hkv, P, d]
             q, k = qk[:, : s.heads], qk[:, s.heads :]
             v = v.unflatten(-1, (-1, s.head_dim)).unflatten(0, (G, P)).transpose(1, 2)
-            if self.kernel is not None:  # whole tiles: columns past P are written by decode first
-                tiles = -(-P // kernels.TILE)
+            if cache.group is not None:  # once per prompt; whole tiles (the padding is never read)
+                tiles = cache.prompt_k.shape[3]
                 k_tiles = F.pad(k, (0, 0, 0, tiles * kernels.TILE - P)).unflatten(2, (tiles, kernels.TILE))
-                cache.k[i, : G * n, :, :tiles].unflatten(0, (G, n)).copy_(k_tiles.transpose(-1, -2)[:, None])
+                cache.prompt_k[i, :G].copy_(k_tiles.transpose(-1, -2))
+                cache.prompt_v[i, :G, :, :P].copy_(v)
             else:
                 cache.k[i, : G * n, :, :P].unflatten(0, (G, n)).copy_(k[:, None])
-            cache.v[i, : G * n, :, :P].unflatten(0, (G, n)).copy_(v[:, None])
+                cache.v[i, : G * n, :, :P].unflatten(0, (G, n)).copy_(v[:, None])
             attn = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, scale=1.0, enable_gqa=s.heads != s.kv_heads
             )  # [G, H, P, d]
@@ -307,7 +326,8 @@ class Decoder:
             k_cache, v_cache = cache.k[i, :B], cache.v[i, :B]
             if self.kernel is not None:
                 q, k = qk[:, : s.heads * s.head_dim], qk[:, s.heads * s.head_dim :]
-                self.kernel.attention(q, k, v, cache.cos, cache.sin, start, k_cache, v_cache, attn, s.heads, t)
+                self.kernel.attention(q, k, v, cache.cos, cache.sin, start, cache.group[:B], cache.prompt_k[i],
+                                      cache.prompt_v[i], k_cache, v_cache, attn, s.heads, cache.prompt_len, t)
             else:
                 attn = self._torch_attention(self._rope(qk, cos, sin), v, k_cache, v_cache, key_bias, t)
             x = self._attn_out_mlp(lw, x, attn)

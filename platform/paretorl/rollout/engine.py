@@ -1,10 +1,11 @@
 """EmbeddedEngine: a batched sampler for small decoder LMs on CPU, in-process.
 
-One `generate` call: left-pad the G prompts, prefill them once (G rows, not G*n), copy each
-prompt's keys/values to its n sample rows of a static KV cache sized [layers, G*n, Hkv,
-P + max_new_tokens - 1, d], then decode all rows in lock-step. Rows that emit EOS are dropped
-from the active batch (compacted into the front of the same cache) so finished responses stop
-costing compute. For models this small, per-op overhead rules: HF generate runs ~40 modules
+One `generate` call: left-pad the G prompts, prefill them once (G rows, not G*n) into a static
+KV cache allocated for the call, then decode all G*n rows in lock-step. Each prompt's keys and
+values are stored once and shared by its n samples (the C kernel reads them once per prompt per
+step; the torch fallback copies them to the n rows). Rows that emit EOS are dropped from the
+active batch (compacted into the front of the same cache) so finished responses stop costing
+compute. For models this small, per-op overhead rules: HF generate runs ~40 modules
 per layer per step; here a decode step is four matmuls per layer (fused QKV and gate/up, folded
 norms) and C calls for RoPE + cache append + attention, RMSNorm, SiLU gating and sampling
 (`kernels`, with a pure-torch fallback).
@@ -124,7 +125,7 @@ class EmbeddedEngine:
             raise ValueError(f"prompt token ids must be in [0, {s.vocab})")
         pad = P - lens
 
-        cache = dec.new_cache(B, T)
+        cache = dec.new_cache(G, n, P, T)
         logits = dec.prefill(ids, pad, cache, n).repeat_interleave(n, dim=0)
         prefill_s = time.perf_counter() - start
 
@@ -184,7 +185,7 @@ class EmbeddedEngine:
                 "prefill_s": prefill_s,
                 "new_tokens": n_tokens,
                 "tokens_per_s": n_tokens / gen_s if gen_s > 0 else float("nan"),
-                "kv_cache_bytes": 2 * cache.k.numel() * cache.k.element_size(),
+                "kv_cache_bytes": cache.nbytes,
                 "attention": "c-kernel" if dec.kernel is not None else "torch",
             },
         )

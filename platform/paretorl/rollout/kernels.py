@@ -7,8 +7,9 @@ several times slower than memory allows. So:
   query head of the group RoPE on q, scores over the row's live columns only, softmax, weighted
   sum of values. Keys are cached in 16-column tiles, transposed within the tile, so a score tile
   is d multiply-adds of 16-wide vectors (no horizontal sums) and a step reads each row's keys as
-  one contiguous stream; with AVX-512 the bf16 loops are written with intrinsics. It is
-  memory-bound: every step reads the whole live cache.
+  one contiguous stream; with AVX-512 the bf16 loops are written with intrinsics. A prompt's
+  keys and values are stored once for its n samples, which run back to back, so a step reads
+  them from memory once per prompt. It is memory-bound: every step reads the whole live cache.
 - `rms_norm`, `silu_mul`: the rest of a layer between its matmuls, one pass per row.
 - `sample`: plain sampling as one pass per row (max, exp-sum, inverse-CDF draw, log-prob).
 Arithmetic is float32, storage bf16 or f32. Rows run in parallel on torch's OpenMP threads (the
@@ -47,6 +48,7 @@ static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torc
     v.u += 0x7fffu + ((v.u >> 16) & 1u);
     return (uint16_t)(v.u >> 16);
 }
+#define ID(x) (x)
 
 /* Key cache layout, per (row, kv head): tiles of 16 columns, each tile [d][16] (keys transposed
    within the tile). A score tile is then d multiply-adds of 16-wide vectors, with no horizontal
@@ -54,29 +56,30 @@ static inline uint16_t f32_to_bf16(float f) {  /* round to nearest even, as torc
    ((j / 16) * d + i) * 16 + j % 16. Values stay [T][d]: a weighted sum of rows. */
 #define TILE 16
 
-/* Mask of the tile lanes whose columns lie in [lo, hi] (tile starting at column c). */
-static inline uint32_t lanes(int64_t c, int64_t lo, int64_t hi) {
-    const int64_t a = lo > c ? lo - c : 0, b = hi < c + TILE - 1 ? hi - c : TILE - 1;
-    return a > b ? 0u : (uint32_t)(((1u << (b - a + 1)) - 1) << a);
-}
-
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #define HAVE_AVX512 1
+
+/* Mask of the tile lanes whose columns lie in [lo, hi] (tile starting at column c). */
+static inline __mmask16 lanes(int64_t c, int64_t lo, int64_t hi) {
+    const int64_t a = lo > c ? lo - c : 0, b = hi < c + TILE - 1 ? hi - c : TILE - 1;
+    return a > b ? (__mmask16)0 : (__mmask16)(((1u << (b - a + 1)) - 1) << a);
+}
 
 /* 16 bf16 -> 16 floats (a bf16 is the top half of a float); masked-off lanes are not read. */
 static inline __m512 ld16(const uint16_t* p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-/* Scores of the tiles c0 .. c1 (columns 16 c0 .. 16 c1 + 15) into s[0 ..]: four tiles per pass
-   over the head dimension, in four independent accumulators. Lanes outside [lo, hi] are
-   neither read nor written. */
-static inline __attribute__((always_inline)) void scores_bf16(const float* qr, const uint16_t* kt, int64_t d,
-                                                              int64_t c0, int64_t c1, int64_t lo, int64_t hi, float* s) {
+/* Scores of the tiles c0 .. c1 of a key block into s[(c - c0) * 16 + lane]: four tiles per pass
+   over the head dimension, in four independent accumulators. Lanes whose columns lie outside
+   [lo, hi] are neither read nor written. */
+static inline __attribute__((always_inline)) void scores_avx512(const float* qr, const uint16_t* kt, int64_t d,
+                                                                int64_t c0, int64_t c1, int64_t lo, int64_t hi,
+                                                                float* s) {
     for (int64_t c = c0; c <= c1; c += 4) {
         __mmask16 m[4];
-        for (int k = 0; k < 4; k++) m[k] = (__mmask16)(c + k <= c1 ? lanes((c + k) * TILE, lo, hi) : 0u);
+        for (int k = 0; k < 4; k++) m[k] = c + k <= c1 ? lanes((c + k) * TILE, lo, hi) : (__mmask16)0;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         const uint16_t* t0 = kt + c * d * TILE;
         for (int64_t i = 0; i < d; i++) {
@@ -92,13 +95,13 @@ static inline __attribute__((always_inline)) void scores_bf16(const float* qr, c
     }
 }
 
-/* acc[0 .. d-1] = sum_j p[j] * v[j * d + i] over n rows of a [*, d] value block; d % 16 == 0,
+/* acc[0 .. d-1] += sum_j p[j] * v[j * d + i] over n rows of a [*, d] value block; d % 16 == 0,
    d <= 256. Two rows per iteration, each into its own accumulators. */
-static inline __attribute__((always_inline)) void weighted_values_bf16(const float* p, const uint16_t* v, int64_t n,
-                                                                       int64_t d, float* acc) {
+static inline __attribute__((always_inline)) void values_avx512(const float* p, const uint16_t* v, int64_t n,
+                                                                int64_t d, float* acc) {
     __m512 a[16], b[16];
     const int64_t c = d / 16;
-    for (int64_t k = 0; k < c; k++) a[k] = b[k] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < c; k++) { a[k] = _mm512_loadu_ps(acc + 16 * k); b[k] = _mm512_setzero_ps(); }
     int64_t j = 0;
     for (; j + 1 < n; j += 2) {
         const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[j + 1]);
@@ -116,41 +119,71 @@ static inline __attribute__((always_inline)) void weighted_values_bf16(const flo
 }
 #else
 #define HAVE_AVX512 0
-static inline void scores_bf16(const float* qr, const uint16_t* kt, int64_t d, int64_t c0, int64_t c1, int64_t lo,
-                               int64_t hi, float* s) {}
-static inline void weighted_values_bf16(const float* p, const uint16_t* v, int64_t n, int64_t d, float* acc) {}
+static inline void scores_avx512(const float* qr, const uint16_t* kt, int64_t d, int64_t c0, int64_t c1,
+                                 int64_t lo, int64_t hi, float* s) {}
+static inline void values_avx512(const float* p, const uint16_t* v, int64_t n, int64_t d, float* acc) {}
 #endif
 
-/* One decode step's attention for every (row, kv head); see `Kernels.attention`. DIM is a
-   literal for the common head sizes (unrolled loops) or `d_`; FAST selects the AVX-512 bf16
-   loops above, else portable loops that gcc vectorises. */
-#define DEFINE_KERNEL(NAME, T, LOAD, STORE, DIM, FAST)                                         \
+/* The same two loops, portable (gcc vectorises them), for any storage type. Scores are computed
+   for whole tiles: lanes outside the live columns hold junk that is never used. */
+#define DEFINE_PORTABLE(SUF, T, LOAD)                                                          \
+static inline void scores_##SUF(const float* qr, const T* kt, int64_t d, int64_t c0, int64_t c1, float* s) { \
+    for (int64_t c = c0; c <= c1; c++) {                                                       \
+        const T* tile = kt + c * d * TILE;                                                     \
+        float a[TILE];                                                                         \
+        for (int l = 0; l < TILE; l++) a[l] = 0.f;                                             \
+        for (int64_t i = 0; i < d; i++)                                                        \
+            for (int l = 0; l < TILE; l++) a[l] += qr[i] * LOAD(tile[i * TILE + l]);           \
+        for (int l = 0; l < TILE; l++) s[(c - c0) * TILE + l] = a[l];                          \
+    }                                                                                          \
+}                                                                                              \
+static inline void values_##SUF(const float* p, const T* v, int64_t n, int64_t d, float* acc) { \
+    for (int64_t j = 0; j < n; j++) {                                                          \
+        const float pj = p[j];                                                                 \
+        for (int64_t i = 0; i < d; i++) acc[i] += pj * LOAD(v[j * d + i]);                    \
+    }                                                                                          \
+}
+DEFINE_PORTABLE(f32, float, ID)
+DEFINE_PORTABLE(bf16, uint16_t, bf16_to_f32)
+
+/* One decode step's attention for every (row, kv head); see `Kernels.attention`. A row's keys
+   and values are its prompt's (kp, vp: shared by the prompt's n samples, so a step reads them
+   once per prompt while the samples run back to back) then its own generated ones (kg, vg).
+   DIM is a literal for the common head sizes (unrolled loops) or `d_`; FAST selects the
+   AVX-512 bf16 loops, else the portable ones. */
+#define DEFINE_KERNEL(NAME, T, SUF, LOAD, STORE, DIM, FAST)                                    \
 static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t v_stride,    \
-          const float* cos_t, const float* sin_t, const int64_t* start,                        \
-          T* k_cache, T* v_cache, T* out,                                                      \
-          int64_t B, int64_t H, int64_t Hkv, int64_t d_, int64_t Tmax, int64_t t) {            \
-    const int64_t d = DIM, group = H / Hkv, half = DIM / 2;                                    \
+                 const float* cos_t, const float* sin_t, const int64_t* start, const int64_t* group, \
+                 const T* kp, const T* vp, T* kg, T* vg, T* out,                               \
+                 int64_t B, int64_t H, int64_t Hkv, int64_t d_, int64_t Pmax, int64_t Gmax,    \
+                 int64_t P, int64_t t) {                                                       \
+    const int64_t d = DIM, grp = H / Hkv, half = DIM / 2, u = t - P;                           \
     _Pragma("omp parallel for collapse(2) schedule(static)")                                   \
     for (int64_t b = 0; b < B; b++) {                                                          \
         for (int64_t h = 0; h < Hkv; h++) {                                                    \
-            const int64_t j0 = start[b], n = t + 1 - j0, c0 = j0 / TILE, c1 = t / TILE;        \
-            const int64_t off = j0 - c0 * TILE; /* s[off + jj] is column j0 + jj's score */    \
-            float x[d], qr[d], acc[d], s[(c1 - c0 + 1) * TILE];                                \
+            /* prompt columns j0 .. P-1 (tiles c0 .. c1), generated columns 0 .. u (tiles     \
+               0 .. g1) in the row's own block */                                              \
+            const int64_t j0 = start[b], np = P - j0, ng = u + 1;                              \
+            const int64_t c0 = j0 / TILE, c1 = (P - 1) / TILE, g1 = u / TILE;                  \
+            float x[d], qr[d], acc[d], sp[(c1 - c0 + 1) * TILE], sg[(g1 + 1) * TILE];          \
+            float* s1 = sp + (j0 - c0 * TILE); /* s1[jj]: column j0 + jj */                    \
             const float* c = cos_t + (t - j0) * d;                                             \
             const float* sn = sin_t + (t - j0) * d;                                            \
-            T* kc = k_cache + (b * Hkv + h) * Tmax * d; /* tiles [Tmax / 16][d][16] */         \
-            T* vc = v_cache + (b * Hkv + h) * Tmax * d; /* [Tmax][d] */                        \
+            const T* kpc = kp + (group[b] * Hkv + h) * Pmax * d;                               \
+            const T* vpc = vp + (group[b] * Hkv + h) * Pmax * d + j0 * d;                      \
+            T* kgc = kg + (b * Hkv + h) * Gmax * d;                                            \
+            T* vgc = vg + (b * Hkv + h) * Gmax * d;                                            \
             const T* kin = k + b * in_stride + h * d;                                          \
             const T* vin = v + b * v_stride + h * d;                                           \
-            T* kt = kc + c1 * d * TILE + t % TILE; /* column t of its tile, stride 16 */       \
+            T* kt = kgc + g1 * d * TILE + u % TILE; /* column u of its tile, stride 16 */      \
             for (int64_t i = 0; i < d; i++) x[i] = LOAD(kin[i]);                               \
             for (int64_t i = 0; i < half; i++) {                                               \
                 kt[i * TILE] = STORE(x[i] * c[i] - x[i + half] * sn[i]);                       \
                 kt[(i + half) * TILE] = STORE(x[i + half] * c[i + half] + x[i] * sn[i + half]); \
             }                                                                                  \
-            for (int64_t i = 0; i < d; i++) vc[t * d + i] = vin[i];                            \
-            for (int64_t g = 0; g < group; g++) {                                              \
-                const int64_t hq = h * group + g;                                              \
+            for (int64_t i = 0; i < d; i++) vgc[u * d + i] = vin[i];                           \
+            for (int64_t g = 0; g < grp; g++) {                                                \
+                const int64_t hq = h * grp + g;                                                \
                 const T* qin = q + b * in_stride + hq * d;                                     \
                 for (int64_t i = 0; i < d; i++) x[i] = LOAD(qin[i]);                           \
                 for (int64_t i = 0; i < half; i++) {                                           \
@@ -158,39 +191,25 @@ static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t 
                     qr[i + half] = x[i + half] * c[i + half] + x[i] * sn[i + half];            \
                 }                                                                              \
                 if (FAST) {                                                                    \
-                    scores_bf16(qr, (const uint16_t*)kc, d, c0, c1, j0, t, s);                 \
+                    scores_avx512(qr, (const uint16_t*)kpc, d, c0, c1, j0, P - 1, sp);         \
+                    scores_avx512(qr, (const uint16_t*)kgc, d, 0, g1, 0, u, sg);               \
                 } else {                                                                       \
-                    for (int64_t ct = c0; ct <= c1; ct++) {                                    \
-                        const T* tile = kc + ct * d * TILE;                                    \
-                        float a[TILE];                                                         \
-                        for (int l = 0; l < TILE; l++) a[l] = 0.f;                             \
-                        for (int64_t i = 0; i < d; i++)                                        \
-                            for (int l = 0; l < TILE; l++) a[l] += qr[i] * LOAD(tile[i * TILE + l]); \
-                        for (int l = 0; l < TILE; l++) s[(ct - c0) * TILE + l] = a[l];         \
-                    }                                                                          \
+                    scores_##SUF(qr, kpc, d, c0, c1, sp);                                      \
+                    scores_##SUF(qr, kgc, d, 0, g1, sg);                                       \
                 }                                                                              \
-                float* sv = s + off;                                                           \
                 float m = -FLT_MAX;                                                            \
-                for (int64_t jj = 0; jj < n; jj++) m = sv[jj] > m ? sv[jj] : m;                \
+                for (int64_t jj = 0; jj < np; jj++) m = s1[jj] > m ? s1[jj] : m;               \
+                for (int64_t jj = 0; jj < ng; jj++) m = sg[jj] > m ? sg[jj] : m;               \
                 float sum = 0.f;                                                               \
-                for (int64_t jj = 0; jj < n; jj++) { sv[jj] = expf(sv[jj] - m); sum += sv[jj]; } \
+                for (int64_t jj = 0; jj < np; jj++) { s1[jj] = expf(s1[jj] - m); sum += s1[jj]; } \
+                for (int64_t jj = 0; jj < ng; jj++) { sg[jj] = expf(sg[jj] - m); sum += sg[jj]; } \
+                for (int64_t i = 0; i < d; i++) acc[i] = 0.f;                                  \
                 if (FAST) {                                                                    \
-                    weighted_values_bf16(sv, (const uint16_t*)vc + j0 * d, n, d, acc);         \
+                    values_avx512(s1, (const uint16_t*)vpc, np, d, acc);                       \
+                    values_avx512(sg, (const uint16_t*)vgc, ng, d, acc);                       \
                 } else {                                                                       \
-                    float acc2[d];                                                             \
-                    for (int64_t i = 0; i < d; i++) acc[i] = acc2[i] = 0.f;                    \
-                    int64_t jj = 0;                                                            \
-                    for (; jj + 1 < n; jj += 2) {                                              \
-                        const T* vj = vc + (j0 + jj) * d;                                      \
-                        const float p0 = sv[jj], p1 = sv[jj + 1];                              \
-                        for (int64_t i = 0; i < d; i++) {                                      \
-                            acc[i] += p0 * LOAD(vj[i]);                                        \
-                            acc2[i] += p1 * LOAD(vj[d + i]);                                   \
-                        }                                                                      \
-                    }                                                                          \
-                    if (jj < n)                                                                \
-                        for (int64_t i = 0; i < d; i++) acc[i] += sv[jj] * LOAD(vc[(j0 + jj) * d + i]); \
-                    for (int64_t i = 0; i < d; i++) acc[i] += acc2[i];                         \
+                    values_##SUF(s1, vpc, np, d, acc);                                         \
+                    values_##SUF(sg, vgc, ng, d, acc);                                         \
                 }                                                                              \
                 T* o = out + b * H * d + hq * d;                                               \
                 const float inv = 1.f / sum;                                                   \
@@ -200,24 +219,25 @@ static void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t 
     }                                                                                          \
 }
 
-#define ID(x) (x)
-#define DEFINE_DISPATCH(NAME, T, LOAD, STORE, FAST)                                                  \
-DEFINE_KERNEL(NAME##_32, T, LOAD, STORE, 32, FAST)                                                   \
-DEFINE_KERNEL(NAME##_64, T, LOAD, STORE, 64, FAST)                                                   \
-DEFINE_KERNEL(NAME##_128, T, LOAD, STORE, 128, FAST)                                                 \
-DEFINE_KERNEL(NAME##_any, T, LOAD, STORE, d_, FAST && d_ % 16 == 0 && d_ <= 256) \
+#define DEFINE_DISPATCH(NAME, T, SUF, LOAD, STORE, FAST)                                       \
+DEFINE_KERNEL(NAME##_32, T, SUF, LOAD, STORE, 32, FAST)                                        \
+DEFINE_KERNEL(NAME##_64, T, SUF, LOAD, STORE, 64, FAST)                                        \
+DEFINE_KERNEL(NAME##_128, T, SUF, LOAD, STORE, 128, FAST)                                      \
+DEFINE_KERNEL(NAME##_any, T, SUF, LOAD, STORE, d_, FAST && d_ % 16 == 0 && d_ <= 256)          \
 void NAME(const T* q, const T* k, const T* v, int64_t in_stride, int64_t v_stride,           \
-          const float* cos_t, const float* sin_t, const int64_t* start,                        \
-          T* k_cache, T* v_cache, T* out,                                                      \
-          int64_t B, int64_t H, int64_t Hkv, int64_t d, int64_t Tmax, int64_t t) {             \
-    void (*f)(const T*, const T*, const T*, int64_t, int64_t, const float*, const float*,               \
-              const int64_t*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t,         \
-              int64_t) = d == 32 ? NAME##_32 : d == 64 ? NAME##_64 : d == 128 ? NAME##_128     \
-                                                                   : NAME##_any;               \
-    f(q, k, v, in_stride, v_stride, cos_t, sin_t, start, k_cache, v_cache, out, B, H, Hkv, d, Tmax, t);  \
+          const float* cos_t, const float* sin_t, const int64_t* start, const int64_t* group,  \
+          const T* kp, const T* vp, T* kg, T* vg, T* out,                                      \
+          int64_t B, int64_t H, int64_t Hkv, int64_t d, int64_t Pmax, int64_t Gmax, int64_t P, int64_t t) { \
+    void (*f)(const T*, const T*, const T*, int64_t, int64_t, const float*, const float*,     \
+              const int64_t*, const int64_t*, const T*, const T*, T*, T*, T*, int64_t, int64_t, \
+              int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) =                          \
+        d == 32 ? NAME##_32 : d == 64 ? NAME##_64 : d == 128 ? NAME##_128 : NAME##_any;        \
+    f(q, k, v, in_stride, v_stride, cos_t, sin_t, start, group, kp, vp, kg, vg, out, B, H, Hkv, d, \
+      Pmax, Gmax, P, t);                                                                       \
 }
-DEFINE_DISPATCH(decode_attention_f32, float, ID, ID, 0)
-DEFINE_DISPATCH(decode_attention_bf16, uint16_t, bf16_to_f32, f32_to_bf16, HAVE_AVX512)
+DEFINE_DISPATCH(decode_attention_f32, float, f32, ID, ID, 0)
+DEFINE_DISPATCH(decode_attention_bf16, uint16_t, bf16, bf16_to_f32, f32_to_bf16, HAVE_AVX512)
+
 /* Row-wise kernels for the rest of a decode step: on a small model each torch op costs more in
    dispatch and bf16<->f32 conversion passes than in arithmetic. float32 math, one pass per row. */
 #define DEFINE_ROWWISE(SUFFIX, T, LOAD, STORE)                                                 \
@@ -327,7 +347,7 @@ class Kernels:
         P, I = ctypes.c_void_p, ctypes.c_int64
         self._attention = {torch.float32: lib.decode_attention_f32, torch.bfloat16: lib.decode_attention_bf16}
         for fn in self._attention.values():
-            fn.argtypes = [P] * 3 + [I] * 2 + [P] * 6 + [I] * 6
+            fn.argtypes = [P] * 3 + [I] * 2 + [P] * 9 + [I] * 8
         self._rms_norm = {torch.float32: lib.rms_norm_f32, torch.bfloat16: lib.rms_norm_bf16}
         for fn in self._rms_norm.values():
             fn.argtypes = [P, I, P, I, I, ctypes.c_float]
@@ -339,27 +359,31 @@ class Kernels:
         for fn in (*self._attention.values(), *self._rms_norm.values(), *self._silu_mul.values(), self._sample):
             fn.restype = None
 
-    def attention(self, q, k, v, cos_t, sin_t, start, k_cache, v_cache, out, heads: int, t: int) -> None:
-        """Append RoPE'd k and v at cache column t and write attention outputs to out.
+    def attention(self, q, k, v, cos_t, sin_t, start, group, prompt_k, prompt_v, k_cache, v_cache, out, heads: int,
+                  prompt_len: int, t: int) -> None:
+        """Append RoPE'd k and v at column t and write attention outputs to out.
 
         q [B, H d], k and v [B, Hkv d]: row views (e.g. slices of the fused qkv output; q and k
         share a row stride), not yet rotated, q already scaled by 1/sqrt(d).
         cos_t, sin_t: [T, d] float32, HF's tables (sin not sign-flipped). start [B] int64: the
-        first valid cache column of each row (its left padding); row b's position is t - start[b].
-        k_cache [B, Hkv, T / 16, d, 16] (16-column tiles, see the C source), v_cache [B, Hkv, T, d],
-        both contiguous. out: [B, H d] contiguous.
+        first valid column of each row (its left padding); row b's position is t - start[b].
+        group [B] int64: each row's prompt. Columns 0 .. prompt_len-1 are the prompt's:
+        prompt_k [G, Hkv, P/16, d, 16] (16-column tiles, see the C source), prompt_v [G, Hkv, P, d];
+        columns prompt_len .. are the row's own: k_cache [B, Hkv, T'/16, d, 16], v_cache
+        [B, Hkv, T', d], column t at t - prompt_len. All contiguous; out [B, H d] contiguous.
         """
         B, kv_heads, tiles, d, tile = k_cache.shape
-        T = tiles * tile
-        assert tile == TILE and v_cache.shape == (B, kv_heads, T, d)
+        p_tiles = prompt_k.shape[2]
+        assert tile == TILE and v_cache.shape == (B, kv_heads, tiles * TILE, d) and 0 <= t - prompt_len < tiles * TILE
+        assert prompt_v.shape == (prompt_k.shape[0], kv_heads, p_tiles * TILE, d) and prompt_len <= p_tiles * TILE
         assert q.stride(0) == k.stride(0) and q.stride(1) == k.stride(1) == v.stride(1) == 1
-        assert k_cache.is_contiguous() and v_cache.is_contiguous() and out.is_contiguous()
-        assert cos_t.dtype == sin_t.dtype == torch.float32 and start.dtype == torch.int64
+        assert all(x.is_contiguous() for x in (prompt_k, prompt_v, k_cache, v_cache, out, start, group))
+        assert cos_t.dtype == sin_t.dtype == torch.float32 and start.dtype == group.dtype == torch.int64
         self._attention[k_cache.dtype](
             q.data_ptr(), k.data_ptr(), v.data_ptr(), q.stride(0), v.stride(0),
-            cos_t.data_ptr(), sin_t.data_ptr(), start.data_ptr(),
-            k_cache.data_ptr(), v_cache.data_ptr(), out.data_ptr(),
-            B, heads, kv_heads, d, T, t,
+            cos_t.data_ptr(), sin_t.data_ptr(), start.data_ptr(), group.data_ptr(),
+            prompt_k.data_ptr(), prompt_v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), out.data_ptr(),
+            B, heads, kv_heads, d, p_tiles * TILE, tiles * TILE, prompt_len, t,
         )
 
     def rms_norm(self, x: torch.Tensor, eps: float) -> torch.Tensor:
