@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,41 @@ def tune_one_trial(prep, task_spec: str, sampled: dict, storage, name: str, base
     grid = tuner.fit()
     assert not grid.errors, grid.errors
     return grid[0]
+
+
+@dataclass
+class SweepRun:
+    """A finished `jobs/sweep.py` run: where it ran, what it printed, where it logged."""
+
+    cwd: Path
+    proc: subprocess.CompletedProcess
+
+    @property
+    def db(self) -> Path:
+        return self.cwd / "mlflow.db"
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.db}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.cwd / "runs"
+
+
+def run_sweep_job(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`jobs/sweep.py ARGS` in a subprocess with this venv, from `cwd`."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "sweep.py"), *args],
+        cwd=cwd, env=env_with_venv(), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory, cache_dir) -> SweepRun:
+    """One `jobs/sweep.py --smoke-test` for the whole session: tests that only read its results share it."""
+    cwd = tmp_path_factory.mktemp("smoke-sweep")
+    proc = run_sweep_job(["--smoke-test", "--output-dir", str(cwd / "runs"), "--cache-dir", str(cache_dir)], cwd=cwd)
+    return SweepRun(cwd, proc)

@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, env_with_venv
-
-
-def run_job(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / "sweep.py"), *args],
-        cwd=cwd, env=env_with_venv(), capture_output=True, text=True, timeout=timeout,
-    )
+from tests.conftest import run_sweep_job as run_job
 
 
 def mlflow_runs(db: Path):
@@ -47,19 +41,19 @@ def assert_sweep_logged(db: Path, n_trials: int) -> None:
         assert "eval/mean_tokens" in child.data.metrics
 
 
-def test_smoke_sweep(tmp_path, cache_dir):
-    proc = run_job(["--smoke-test", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)], cwd=tmp_path)
+def test_smoke_sweep(smoke_sweep, tmp_path):
+    proc = smoke_sweep.proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Pareto front" in proc.stdout
-    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in proc.stdout.replace("\n", "")
-    assert_sweep_logged(tmp_path / "mlflow.db", n_trials=2)
-    _, _, children = mlflow_runs(tmp_path / "mlflow.db")
+    assert f"mlflow ui --backend-store-uri {smoke_sweep.uri}" in proc.stdout.replace("\n", "")
+    assert_sweep_logged(smoke_sweep.db, n_trials=2)
+    _, _, children = mlflow_runs(smoke_sweep.db)
     assert {c.data.params["algo.objective"] for c in children} == {"grpo", "maxrl"}
 
     # the dashboard script rebuilds the same front from the store
     out = tmp_path / "front"
     dash = subprocess.run(
-        [sys.executable, str(ROOT / "dashboards" / "front.py"), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(out)],
+        [sys.executable, str(ROOT / "dashboards" / "front.py"), "--mlflow-uri", smoke_sweep.uri, "--out", str(out)],
         env=env_with_venv(), capture_output=True, text=True, timeout=300,
     )
     assert dash.returncode == 0, dash.stderr[-2000:]
