@@ -102,6 +102,9 @@ def main(argv=None) -> int:
         return 2
     task_spec = resolve_spec(args.task or space.task or "maze")
     name = args.name or "-".join(["reproduce", Path(task_spec.split(":")[0]).stem, *(["quick"] if args.quick else []), time.strftime("%Y%m%d-%H%M%S")])
+    if "://" in args.output_dir:  # the report is written with plain file I/O
+        print(f"error: --output-dir {args.output_dir}: jobs/reproduce.py needs a local folder (object storage is for jobs/sweep.py)", file=sys.stderr)
+        return 2
     sweep_dir = (Path(args.output_dir) / name).resolve()
     record = {
         "name": name,

@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smoke-test", action="store_true", help="a minimal sweep: 2 trials of 2 steps each, small SFT; minutes on 2 cores")
     add_run_flags(p, experiment="paretorl", name_default="<space>-<task>[-smoke]-<date-time>")
     p.add_argument("--trials", type=int, default=None, help="override the space's budget.trials")
-    p.add_argument("--resume", default=None, metavar="SWEEP_DIR", help="continue an interrupted sweep from its folder (runs/<name>): finished trials are kept, unfinished ones continue from their checkpoints, in the same MLflow runs; other flags are taken from the sweep's record")
+    p.add_argument("--resume", default=None, metavar="SWEEP_DIR", help="continue an interrupted sweep from its folder (runs/<name>, or s3://bucket/prefix/<name>): finished trials are kept, unfinished ones continue from their checkpoints, in the same MLflow runs; other flags are taken from the sweep's record")
     return p.parse_args(argv)
 
 
@@ -79,7 +79,9 @@ def main(argv=None) -> int:
             return 2
     task_spec = args.task or space.task or "arith"
     name = args.name or "-".join([Path(args.space).stem, Path(task_spec.split(":")[0]).stem, *(["smoke"] if args.smoke_test else []), time.strftime("%Y%m%d-%H%M%S")])
-    sweep_dir = (Path(args.output_dir) / name).resolve()
+    from paretorl import storage
+
+    sweep_dir = storage.join(storage.resolve(args.output_dir), name)  # a folder, or a URI: s3://bucket/prefix/<name>
 
     from paretorl.sweep.run import default_cache_dir, same_sweep
     from paretorl.sweep.tracking import resolve_tracking_uri
@@ -91,9 +93,10 @@ def main(argv=None) -> int:
         "space": space.model_dump(mode="json"),
         "task": task_spec,
         "tracking_uri": resolve_tracking_uri(tracking["uri"]),
-        "artifact_location": tracking["artifact_location"],
+        # with --output-dir on object storage, MLflow artifacts of a new experiment go to the same store
+        "artifact_location": tracking["artifact_location"] or (storage.join(storage.resolve(args.output_dir), "mlartifacts", args.experiment) if storage.is_uri(args.output_dir) else None),
         "experiment": args.experiment,
-        "cache_dir": str(Path(args.cache_dir).resolve() if args.cache_dir else default_cache_dir()),
+        "cache_dir": storage.resolve(args.cache_dir) if args.cache_dir else default_cache_dir(),
     }
     problem = same_sweep(sweep_dir, record, ("space", "task", "tracking_uri", "experiment"))  # the same command again resumes
     if problem:
@@ -103,9 +106,10 @@ def main(argv=None) -> int:
 
 
 def resume(args) -> int:
+    from paretorl import storage
     from paretorl.sweep.run import read_record
 
-    sweep_dir = Path(args.resume).resolve()
+    sweep_dir = storage.resolve(args.resume)
     record = read_record(sweep_dir)
     if not record:
         print(f"error: {sweep_dir} is not a ParetoRL sweep folder (no sweep.json); it should be <output-dir>/<sweep name>", file=sys.stderr)
@@ -113,7 +117,7 @@ def resume(args) -> int:
     return launch(sweep_dir, record, args.num_cpus)
 
 
-def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
+def launch(sweep_dir: str, record: dict, num_cpus: int | None) -> int:
     """Prepare, record in `sweep_dir`/sweep.json, and run (or continue) the sweep."""
     from paretorl.sweep.run import console, prepare_and_record, print_front, run, start_ray
     from paretorl.sweep.tracking import mlflow_ui_command
@@ -138,7 +142,8 @@ def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        console.print(f"max_concurrent auto: {space.budget.max_concurrent} trials at once ({gpus_per_trial(space.trial_config({})):g} GPUs each)")
+        cfg = space.trial_config({})
+        console.print(f"max_concurrent auto: {space.budget.max_concurrent} trials at once ({gpus_per_trial(cfg):g} {cfg.resources.accelerator} each)")
     uri = record["tracking_uri"]
     result = run(prep, uri, record["experiment"], name)
     maximize, minimize = space.metrics

@@ -170,6 +170,18 @@ class ResourcesConfig(_Strict):
     learner_cpus: float = Field(0.4, ge=0, description="Ray CPUs per learner worker")
     learner_gpus: float = Field(0.0, ge=0)
     max_failures: int = Field(2, ge=-1, description="Ray Train retries of a trial whose worker died, from its latest checkpoint (-1: no limit)")
+    accelerator: str = Field(
+        "GPU",
+        description="the Ray resource that learner_gpus and rollout.num_gpus ask for: GPU, or a custom resource the "
+        "cluster's nodes declare (e.g. fake_gpu on cluster/fake-multinode.yaml), with which the trial runs on CPU",
+    )
+
+    @field_validator("accelerator")
+    @classmethod
+    def _resource_name(cls, v):
+        if not v or v in ("CPU", "memory", "object_store_memory") or v.startswith("node:"):
+            raise ValueError(f"resources.accelerator must be GPU or a custom Ray resource name, got {v!r}")
+        return v
 
 
 class FaultConfig(_Strict):

@@ -72,7 +72,7 @@ def test_ray_gpu_image_of_this_ray_version(prepared):
 
 def test_paretorl_with_cuda_vllm_is_installed_on_every_node(prepared):
     setup = " ".join(prepared["setup_commands"])
-    assert re.search(r"pip install .*-e .*/home/ray/paretorl\[vllm-gpu\]", setup)
+    assert re.search(r"pip install .*-e .*/home/ray/paretorl\[vllm-gpu,s3\]", setup)  # s3: MLflow artifacts on object storage
     assert prepared["file_mounts"]["/home/ray/paretorl"] == "."
 
 

@@ -58,11 +58,14 @@ def save_base_policy(model, tokenizer, out_dir: Path, meta: dict) -> Path:
 
 
 def load_policy(model_dir: str | Path, dtype=None):
-    """(model, tokenizer) from an HF directory; never unpickles (safetensors only)."""
+    """(model, tokenizer) from an HF directory, local or on object storage (s3://...: copied to
+    this node first); never unpickles (safetensors only)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = Path(model_dir)
+    from paretorl import storage
+
+    model_dir = storage.local_copy(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32, use_safetensors=True)

@@ -131,29 +131,38 @@ def _check_stop_token(model, tokenizer, spec: str) -> None:
         )
 
 
-def convert_pretrained(spec: str, cache_root: str | Path, log=print) -> Path:
-    """The cached HF directory (float32 safetensors + tokenizer) of `spec`, converted if missing."""
+def convert_pretrained(spec: str, cache_root: str | Path, log=print) -> Path | str:
+    """The cached HF directory (float32 safetensors + tokenizer) of `spec`, converted if missing.
+
+    cache_root: a local folder or an object-store URI (see `paretorl.storage.cached_dir`).
+    """
+    from paretorl import storage
     from paretorl.models.build import save_base_policy
 
     source = resolve_source(spec)
-    out = Path(cache_root) / f"pretrained-{source.fingerprint()}"
-    if (out / "paretorl_base.json").exists():
+    built = []
+
+    def build(out: Path) -> None:
+        started = time.time()
+        model, tokenizer = load_source(source)
+        if model.config.vocab_size < len(tokenizer):
+            raise ModelSourceError(
+                f"model.pretrained = {spec!r}: model and tokenizer in {source.path} do not match: the tokenizer has "
+                f"{len(tokenizer)} tokens but the model's vocabulary has {model.config.vocab_size}"
+            )
+        _check_stop_token(model, tokenizer, spec)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token  # padding is always masked; any id in the vocabulary will do
+        n_params = sum(p.numel() for p in model.parameters())
+        meta = {"source": spec, "path": str(source.path), "params": n_params, "seconds": round(time.time() - started, 1)}
+        save_base_policy(model, tokenizer, out, meta)
+        built.append(meta)
+
+    out = storage.cached_dir(cache_root, f"pretrained-{source.fingerprint()}", build, marker="paretorl_base.json")
+    if built:
+        log(f"base policy: {spec} ({built[0]['params'] / 1e6:.0f}M parameters) converted in {built[0]['seconds']} s, saved to {out}")
+    else:
         log(f"base policy: {spec} cached at {out}")
-        return out
-    started = time.time()
-    model, tokenizer = load_source(source)
-    if model.config.vocab_size < len(tokenizer):
-        raise ModelSourceError(
-            f"model.pretrained = {spec!r}: model and tokenizer in {source.path} do not match: the tokenizer has "
-            f"{len(tokenizer)} tokens but the model's vocabulary has {model.config.vocab_size}"
-        )
-    _check_stop_token(model, tokenizer, spec)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is always masked; any id in the vocabulary will do
-    n_params = sum(p.numel() for p in model.parameters())
-    meta = {"source": spec, "path": str(source.path), "params": n_params, "seconds": round(time.time() - started, 1)}
-    save_base_policy(model, tokenizer, out, meta)
-    log(f"base policy: {spec} ({n_params / 1e6:.0f}M parameters) converted in {meta['seconds']} s, saved to {out}")
     return out
 
 
@@ -162,8 +171,10 @@ def check_context(model_dir: str | Path, prompts: list[str], max_new_tokens: int
     model's context (max_position_embeddings)."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from paretorl import storage
     from paretorl.models.tokenizer import encode_prompt
 
+    model_dir = storage.local_copy(model_dir)
     limit = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     longest = max(len(encode_prompt(tokenizer, p)) for p in prompts)

@@ -96,35 +96,44 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], cfg, max_len: int,
 
 
 def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache_root: str | Path, log=print,
-               init_dir: str | Path | None = None) -> Path:
+               init_dir: str | Path | None = None) -> Path | str:
     """The cached base policy directory for this task + model + SFT config (built if missing).
 
+    cache_root: a local folder (a Path is returned) or an object-store URI (the entry's URI is
+    returned; it is built locally and uploaded, see `paretorl.storage.cached_dir`).
     init_dir: start from this HF directory (a converted pretrained model, its own tokenizer)
     instead of a fresh tiny model with a tokenizer trained on the task's text.
     """
-    init = Path(init_dir).name if init_dir else None  # pretrained-<fingerprint>: names the content
-    out = Path(cache_root) / f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg, init)}"
-    if (out / "paretorl_base.json").exists():
-        log(f"base policy: cached at {out}")
-        return out
-    started = time.time()
-    pairs = demonstrations(task, train_rows, sft_cfg.n_demos, sft_cfg.seed)
-    if init_dir:
-        model, tokenizer = load_policy(init_dir)
-        max_len = model.config.max_position_embeddings
-    else:
-        texts = [text for pair in pairs for text in pair]
-        tokenizer = build_tokenizer(texts, model_cfg.vocab_size)
-        model = build_model(model_cfg, tokenizer, seed=sft_cfg.seed)
-        max_len = model_cfg.max_len
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"base policy: SFT of a {n_params / 1e6:.2f}M-parameter Llama for {sft_cfg.steps} steps on {len(pairs)} demonstrations")
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from paretorl import storage
 
-    with Progress(TextColumn("SFT"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"), TimeRemainingColumn()) as bar:
-        job = bar.add_task("sft", total=sft_cfg.steps, loss=float("nan"))
-        losses = train_sft(model, tokenizer, pairs, sft_cfg, max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
-    meta = {"params": n_params, "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
-    save_base_policy(model, tokenizer, out, meta)
-    log(f"base policy: trained in {meta['seconds']} s, final loss {meta['final_loss']:.3f}, saved to {out}")
+    init = Path(str(init_dir)).name if init_dir else None  # pretrained-<fingerprint>: names the content
+    built = []
+
+    def build(out: Path) -> None:
+        started = time.time()
+        pairs = demonstrations(task, train_rows, sft_cfg.n_demos, sft_cfg.seed)
+        if init_dir:
+            model, tokenizer = load_policy(init_dir)
+            max_len = model.config.max_position_embeddings
+        else:
+            texts = [text for pair in pairs for text in pair]
+            tokenizer = build_tokenizer(texts, model_cfg.vocab_size)
+            model = build_model(model_cfg, tokenizer, seed=sft_cfg.seed)
+            max_len = model_cfg.max_len
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"base policy: SFT of a {n_params / 1e6:.2f}M-parameter Llama for {sft_cfg.steps} steps on {len(pairs)} demonstrations")
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("SFT"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"), TimeRemainingColumn()) as bar:
+            job = bar.add_task("sft", total=sft_cfg.steps, loss=float("nan"))
+            losses = train_sft(model, tokenizer, pairs, sft_cfg, max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
+        meta = {"params": n_params, "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
+        save_base_policy(model, tokenizer, out, meta)
+        built.append(meta)
+
+    out = storage.cached_dir(cache_root, f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg, init)}", build, marker="paretorl_base.json")
+    if built:
+        log(f"base policy: trained in {built[0]['seconds']} s, final loss {built[0]['final_loss']:.3f}, saved to {out}")
+    else:
+        log(f"base policy: cached at {out}")
     return out

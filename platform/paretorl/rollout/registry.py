@@ -47,7 +47,12 @@ class WeightRegistry:
 
 
 def create_registry(name: str):
-    return WeightRegistry.options(name=name, namespace=NAMESPACE, get_if_exists=True).remote()
+    """The named registry, on the caller's node (the trial driver's: the head on a cluster), so a
+    worker node lost mid-trial does not take it with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return WeightRegistry.options(name=name, namespace=NAMESPACE, get_if_exists=True, scheduling_strategy=here).remote()
 
 
 def publish(registry, version: int, state_dict: dict) -> None:

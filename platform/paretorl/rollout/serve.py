@@ -13,7 +13,11 @@ logger = logging.getLogger(__name__)
 
 
 def make_engine(cfg, model_dir: str):
-    """The rollout engine `cfg.engine` names (cfg: paretorl.config.RolloutConfig), on the base policy."""
+    """The rollout engine `cfg.engine` names (cfg: paretorl.config.RolloutConfig), on the base policy
+    (a local folder or an object-store URI, copied to this node first)."""
+    from paretorl import storage
+
+    model_dir = str(storage.local_copy(model_dir))
     if cfg.engine == "embedded":
         from paretorl.models.build import load_policy
         from paretorl.rollout.engine import EmbeddedEngine
@@ -74,13 +78,16 @@ class RolloutServer:
         return self._version
 
 
-def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg):
-    """Deploy the trial's rollout application (no HTTP route) and return its handle."""
+def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, accelerator: str = "GPU"):
+    """Deploy the trial's rollout application (no HTTP route) and return its handle.
+
+    Each replica takes `cfg.num_gpus` of `accelerator` (resources.accelerator: GPU or a custom resource).
+    """
     from ray import serve
 
     options = dict(
         name="rollout",
-        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        ray_actor_options=replica_resources(cfg, accelerator),
         max_ongoing_requests=1,  # one batch at a time per replica: the engine uses all its threads
     )
     if cfg.autoscaling:
@@ -89,6 +96,13 @@ def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg):
         options["num_replicas"] = cfg.replicas
     app = serve.deployment(RolloutServer, **options).bind(str(model_dir), registry_name, cfg.model_dump())
     return serve.run(app, name=app_name, route_prefix=None)
+
+
+def replica_resources(cfg, accelerator: str = "GPU") -> dict:
+    """Ray actor options of one replica: its CPUs and its share of the accelerator resource."""
+    if accelerator == "GPU" or not cfg.num_gpus:
+        return {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
+    return {"num_cpus": cfg.num_cpus, "resources": {accelerator: cfg.num_gpus}}
 
 
 class RolloutClient:

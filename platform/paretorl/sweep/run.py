@@ -17,31 +17,32 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from paretorl import storage
 from paretorl.sweep.space import SearchSpace
 
 console = Console()
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("PARETORL_CACHE", Path.home() / ".cache" / "paretorl"))
+def default_cache_dir() -> str:
+    """$PARETORL_CACHE (a folder or an s3:// URI), else ~/.cache/paretorl."""
+    return storage.resolve(os.environ.get("PARETORL_CACHE") or Path.home() / ".cache" / "paretorl")
 
 
 @dataclass
 class Prepared:
     space: SearchSpace
     task_spec: str
-    sweep_dir: Path
+    sweep_dir: str | Path  # a local folder or an object-store URI (paretorl.storage)
     shared: dict  # paths and base-policy facts every trial needs
 
 
-def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path) -> Prepared:
+def prepare(space: SearchSpace, task_spec: str, sweep_dir: str | Path, cache_dir: str | Path) -> Prepared:
     """Task rows -> Parquet splits, base policy (cached). Raises on bad input, before Ray."""
-    from paretorl.tasks import load_task, read_rows, validate_rows, write_splits
+    from paretorl.tasks import load_task, read_rows, validate_rows
 
     base_cfg = space.trial_config({}, {"task": {"name": task_spec}})
     task = load_task(task_spec, **base_cfg.task.kwargs)
-    data_dir = sweep_dir / "data"
-    splits = write_splits(task, data_dir, base_cfg.task.n_train, base_cfg.task.n_eval, base_cfg.task.seed)
+    splits = _write_splits(task, storage.join(sweep_dir, "data"), base_cfg.task)
     train_rows = read_rows(splits["train"])
     eval_rows = read_rows(splits["eval"])
     validate_rows(train_rows, splits["train"])
@@ -50,25 +51,39 @@ def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path
         raise ValueError(f"{splits['train']}: {len(train_rows)} rows, fewer than train.prompts_per_step = {base_cfg.train.prompts_per_step}")
     base_model = _base_policy(task, task_spec, base_cfg, train_rows, eval_rows, cache_dir)
     shared = {
-        "base_model": str(base_model),
-        "train": str(Path(splits["train"]).resolve()),
-        "eval": str(Path(splits["eval"]).resolve()),
-        "storage": str((sweep_dir / "ray").resolve()),
+        "base_model": storage.resolve(base_model),
+        "train": storage.resolve(splits["train"]),
+        "eval": storage.resolve(splits["eval"]),
+        "storage": storage.resolve(storage.join(sweep_dir, "ray")),
     }
     return Prepared(space, task_spec, sweep_dir, shared)
 
 
-def prepare_and_record(sweep_dir: Path, record: dict) -> Prepared:
+def _write_splits(task, data_dir: str, cfg) -> dict[str, str]:
+    """The task's Parquet splits in `data_dir`; for an object-store URI, written locally, then uploaded."""
+    import tempfile
+
+    from paretorl.tasks import write_splits
+
+    if not storage.is_uri(data_dir):
+        return write_splits(task, data_dir, cfg.n_train, cfg.n_eval, cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="paretorl-data-") as tmp:
+        write_splits(task, tmp, cfg.n_train, cfg.n_eval, cfg.seed)
+        storage.upload(tmp, data_dir, last="meta.json")
+    return {split: storage.join(data_dir, f"{split}.parquet") for split in ("train", "eval")}
+
+
+def prepare_and_record(sweep_dir: str | Path, record: dict) -> Prepared:
     """Prepare a job's recorded sweep (raises on bad input, before Ray), then write its record.
 
     The record is written only once preparation succeeded, so a refused input leaves no sweep.
     """
-    prep = prepare(SearchSpace.model_validate(record["space"]), record["task"], sweep_dir, Path(record["cache_dir"]))
+    prep = prepare(SearchSpace.model_validate(record["space"]), record["task"], sweep_dir, record["cache_dir"])
     write_record(sweep_dir, **record)
     return prep
 
 
-def _base_policy(task, task_spec: str, cfg, train_rows: list[dict], eval_rows: list[dict], cache_dir: Path) -> Path:
+def _base_policy(task, task_spec: str, cfg, train_rows: list[dict], eval_rows: list[dict], cache_dir: str | Path) -> str | Path:
     """The tiny model warm-started by SFT, or the pretrained model (converted once), SFT only if asked."""
     from paretorl.models.sft import warm_start
 
@@ -93,30 +108,25 @@ def _check_demonstrations(task, rows: list[dict], spec: str, n: int = 20) -> Non
 
 
 def base_evaluation(prep: Prepared) -> dict:
-    """Held-out pass@k and tokens of the base policy (the sweep's reference point), cached."""
-    from paretorl.evaluate.passk_eval import evaluate_policy
-    from paretorl.models.build import load_policy
-    from paretorl.rollout.engine import EmbeddedEngine
+    """Held-out pass@k and tokens of the base policy (the sweep's reference point), cached beside it.
+
+    Sampled by a rollout Serve app with the trials' own rollout settings (evaluate/remote.py): on a
+    GPU profile that is vLLM on a GPU worker, not the head's CPU. Needs Ray and Serve running.
+    """
+    from paretorl.evaluate.remote import evaluate_model_dir
     from paretorl.tasks import load_task, read_rows
 
     cfg = prep.space.trial_config({}, {"task": {"name": prep.task_spec}})
-    digest = hashlib.sha256(json.dumps([cfg.eval.model_dump(), prep.shared["eval"]], sort_keys=True).encode()).hexdigest()[:12]
-    key = Path(prep.shared["base_model"]) / f"base_eval-{digest}.json"
-    if key.exists():
-        return json.loads(key.read_text())
-    model, tokenizer = load_policy(prep.shared["base_model"])
-    engine = EmbeddedEngine(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=cfg.rollout.dtype, threads=os.cpu_count())
-
-    class _Local:  # the evaluation's rollout interface, without Serve, for the driver
-        def generate(self, prompts, params, version):
-            out = engine.generate(prompts, params)
-            out.version = version
-            return out
-
+    sampler = [cfg.rollout.engine, cfg.rollout.dtype]  # the engines' numerics and random streams differ
+    digest = hashlib.sha256(json.dumps([cfg.eval.model_dump(), prep.shared["eval"], sampler], sort_keys=True).encode()).hexdigest()[:12]
+    key = storage.join(prep.shared["base_model"], f"base_eval-{digest}.json")
+    if storage.exists(key):
+        return json.loads(storage.read_text(key))
     rows = read_rows(prep.shared["eval"])[: cfg.eval.n_prompts]
-    metrics = evaluate_policy(_Local(), 0, tokenizer, load_task(prep.task_spec, **cfg.task.kwargs), rows, cfg.eval, seed=cfg.train.seed)
+    task = load_task(prep.task_spec, **cfg.task.kwargs)
+    metrics = evaluate_model_dir(prep.shared["base_model"], rows, task, cfg.eval, cfg.rollout, cfg.train.seed, cfg.resources.accelerator)
     metrics["eval/step"] = 0
-    key.write_text(json.dumps(metrics, indent=2))
+    storage.write_text(key, json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -140,14 +150,14 @@ def start_ray(num_cpus: int | None) -> None:
     serve.start(proxy_location="Disabled")
 
 
-def same_sweep(sweep_dir: Path, record: dict, keys: tuple[str, ...]) -> str | None:
+def same_sweep(sweep_dir: str | Path, record: dict, keys: tuple[str, ...]) -> str | None:
     """None if `sweep_dir` is free or holds this very sweep (so running again resumes it), else why not."""
     previous = read_record(sweep_dir)
     if previous:
         differs = [k for k in keys if previous.get(k) != record.get(k)]
         if differs:
             return f"{sweep_dir} holds a sweep named {record['name']!r} with a different {', '.join(differs)}; pick another --name, or continue it with --resume {sweep_dir}"
-    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
+    elif not storage.is_empty(sweep_dir):
         return f"{sweep_dir} exists and is not a ParetoRL sweep (no sweep.json); pick another --name"
     return None
 
@@ -155,20 +165,16 @@ def same_sweep(sweep_dir: Path, record: dict, keys: tuple[str, ...]) -> str | No
 RECORD = "sweep.json"  # what --resume needs: the validated space, task, tracking store, parent run
 
 
-def write_record(sweep_dir: Path, **fields) -> dict:
+def write_record(sweep_dir: str | Path, **fields) -> dict:
     """Create or update the sweep's record (atomic replace)."""
-    path = Path(sweep_dir) / RECORD
     record = {**read_record(sweep_dir), **fields}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
+    storage.write_text(storage.join(sweep_dir, RECORD), json.dumps(record, indent=2))
     return record
 
 
-def read_record(sweep_dir: Path) -> dict:
-    path = Path(sweep_dir) / RECORD
-    return json.loads(path.read_text()) if path.exists() else {}
+def read_record(sweep_dir: str | Path) -> dict:
+    path = storage.join(sweep_dir, RECORD)
+    return json.loads(storage.read_text(path)) if storage.exists(path) else {}
 
 
 def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: list[dict] | None = None) -> dict:
@@ -184,6 +190,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from ray.tune.search.optuna import OptunaSearch
 
     from paretorl.config import flatten
+    from paretorl.sweep.cluster import TRIAL_DRIVER_RESOURCES
     from paretorl.sweep.space import optuna_sampler
     from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
@@ -212,7 +219,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
         )
         write_record(prep.sweep_dir, experiment_id=exp_id, parent_run_id=parent_id)
     logger = MLflowSweepLogger(
-        tracking_uri, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
+        tracking_uri, exp_id, parent_id, (maximize, minimize), storage.join(prep.sweep_dir, "trials_state.json"),
         base_point={"trial": "base", "step": 0, **base_eval},
     )
 
@@ -232,13 +239,15 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
         searcher = BasicVariantGenerator(points_to_evaluate=[dict(a) for a in arms], max_concurrent=space.budget.max_concurrent)
         num_samples = len(arms)
     base = deep_copy_trial(space, prep.task_spec)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), {"cpu": 0.01})
-    storage = str((prep.sweep_dir / "tune").resolve())
-    tune_path = str(Path(storage) / name)
-    if tune.Tuner.can_restore(tune_path):  # finished trials stay finished; unfinished ones continue from their checkpoints
-        tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, shared=prep.shared), TRIAL_DRIVER_RESOURCES)
+    tune_storage = storage.ray_storage(storage.join(prep.sweep_dir, "tune"))
+    restore = storage.ray_storage(storage.join(prep.sweep_dir, "tune", name))
+    if tune.Tuner.can_restore(restore["storage_path"], storage_filesystem=restore.get("storage_filesystem")):
+        # finished trials stay finished; unfinished ones continue from their checkpoints
+        tuner = tune.Tuner.restore(restore["storage_path"], trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
+                                   storage_filesystem=restore.get("storage_filesystem"))
     else:
-        tuner = _new_tuner(trainable, searcher, space, storage, name, logger, param_space, num_samples)
+        tuner = _new_tuner(trainable, searcher, space, tune_storage, name, logger, param_space, num_samples)
     started = time.time()
     try:
         grid = tuner.fit()
@@ -254,7 +263,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
             "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
 
 
-def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger, param_space: dict | None, num_samples: int):
+def _new_tuner(trainable, searcher, space: SearchSpace, tune_storage: dict, name: str, logger, param_space: dict | None, num_samples: int):
     from ray import tune
 
     return tune.Tuner(
@@ -263,7 +272,7 @@ def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, max_concurrent_trials=space.budget.max_concurrent),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=storage,
+            **tune_storage,  # storage_path (and storage_filesystem for object storage)
             callbacks=[logger],
             verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
         ),

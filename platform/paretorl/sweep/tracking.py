@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from paretorl import storage
 from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
 
 LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
@@ -61,12 +62,12 @@ class MLflowSweepLogger(Callback):
     unpickles this callback) continues the same MLflow runs and never logs a step twice.
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: str | Path, base_point: dict | None = None):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics
-        self.state_path = Path(state_path)
+        self.state_path = storage.resolve(state_path)  # a local file or an object-store URI
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
         self.points: list[dict] = [base_point] if base_point else []  # every evaluated checkpoint
         self.curves: dict[str, dict[str, dict[int, float]]] = {}
@@ -78,8 +79,8 @@ class MLflowSweepLogger(Callback):
         from mlflow import MlflowClient
 
         self.client = MlflowClient(self.tracking_uri)
-        if self.state_path.exists():  # a resumed sweep: continue the record
-            saved = json.loads(self.state_path.read_text())
+        if storage.exists(self.state_path):  # a resumed sweep: continue the record
+            saved = json.loads(storage.read_text(self.state_path))
             self.runs, self.points, self.errors = saved["runs"], saved["points"], saved["errors"]
             self.curves = {t: {s: {int(k): v for k, v in c.items()} for s, c in by_step.items()} for t, by_step in saved.get("curves", {}).items()}
             self.last_step = saved.get("last_step", {})
@@ -178,11 +179,8 @@ class MLflowSweepLogger(Callback):
         return front
 
     def _save(self) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
         record = {"runs": self.runs, "points": self.points, "errors": self.errors, "curves": self.curves, "last_step": self.last_step}
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        tmp.replace(self.state_path)
+        storage.write_text(self.state_path, json.dumps(record, indent=1, default=str))
 
 
 def _error_message(trial) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ray
 from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from paretorl.config import TrialConfig, deep_merge, set_path
 
@@ -26,22 +27,59 @@ def evaluations(cfg: TrialConfig) -> int:
 
 
 def prompt_dataset(path: str):
-    """The training split as a Ray Dataset, streamed to the learner with `iter_batches`.
+    """The training split (a local path or an s3:// URI) as a Ray Dataset, streamed to the learner
+    with `iter_batches`.
 
     Read with pyarrow here (a few MB at most) rather than with `read_parquet` tasks: those ask
     for a whole CPU each, which two concurrent trials on a 2-core machine never leave free.
     """
     import pyarrow.parquet as pq
 
-    return ray.data.from_arrow(pq.read_table(path))
+    from paretorl import storage
+
+    fs, inner = storage.filesystem(path)
+    return ray.data.from_arrow(pq.read_table(inner, filesystem=fs))
+
+
+def learner_resources(cfg: TrialConfig) -> tuple[bool, dict]:
+    """(use_gpu, Ray resources per learner worker): its CPUs and its share of `resources.accelerator`.
+
+    A custom accelerator resource (a stand-in for GPUs, e.g. the fake cluster's fake_gpu) schedules
+    the learner like a GPU one and runs it on CPU.
+    """
+    r = cfg.resources
+    if not r.learner_gpus:
+        return False, {"CPU": r.learner_cpus}
+    return r.accelerator == "GPU", {"CPU": r.learner_cpus, r.accelerator: r.learner_gpus}
+
+
+class ReportWithURIs(TuneReportCallback):
+    """Ray Train -> Tune reports, with checkpoint paths as URIs the front can link to.
+
+    Ray reports a checkpoint's path inside its storage filesystem (`bucket/prefix/...` for S3):
+    the scheme of the trial's storage is put back, so links and `--resume` read the right store.
+    """
+
+    def __init__(self, storage_path: str):
+        super().__init__()
+        self._storage_path = storage_path
+
+    def after_report(self, run_context, metrics, checkpoint):
+        from paretorl import storage
+
+        metrics = [dict(m) for m in metrics]
+        path = checkpoint.path if checkpoint else metrics[0].get("checkpoint_path")
+        if path:
+            metrics[0]["checkpoint_path"] = storage.in_store_of(self._storage_path, path)
+        super().after_report(run_context, metrics, None)
 
 
 def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from ray import serve
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
+    from paretorl import storage
     from paretorl.learner.loop import PRIORITY_KEY, NonFiniteLossError, train_loop
     from paretorl.learner.policy import extensions_dir
     from paretorl.rollout.registry import create_registry
@@ -52,8 +90,8 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     registry_name, app_name = f"paretorl-weights-{trial_id}", f"paretorl-rollout-{trial_id}"
     registry = create_registry(registry_name)
-    start_rollout_app(app_name, shared["base_model"], registry_name, cfg.rollout)
-    use_gpu = cfg.resources.learner_gpus > 0
+    start_rollout_app(app_name, shared["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator)
+    use_gpu, per_worker = learner_resources(cfg)
     env = {"TORCH_EXTENSIONS_DIR": extensions_dir(), **({} if use_gpu else {"DS_ACCELERATOR": "cpu"})}
     try:
         trainer = TorchTrainer(
@@ -64,16 +102,12 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
                 "base_eval": shared.get("base_eval"),
             },
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ScalingConfig(
-                num_workers=cfg.resources.learner_workers,
-                use_gpu=use_gpu,
-                resources_per_worker={"CPU": cfg.resources.learner_cpus, **({"GPU": cfg.resources.learner_gpus} if use_gpu else {})},
-            ),
+            scaling_config=ScalingConfig(num_workers=cfg.resources.learner_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
             datasets={"train": prompt_dataset(shared["train"])},
             run_config=RunConfig(
                 name=f"train-{trial_id}",
-                storage_path=shared["storage"],
-                callbacks=[TuneReportCallback()],
+                **storage.ray_storage(shared["storage"]),  # storage_path (and storage_filesystem for object storage)
+                callbacks=[ReportWithURIs(shared["storage"])],
                 failure_config=FailureConfig(max_failures=cfg.resources.max_failures),
                 # every evaluated checkpoint (the front links to them) and the latest one (for retries)
                 checkpoint_config=CheckpointConfig(num_to_keep=evaluations(cfg) + 1, checkpoint_score_attribute=PRIORITY_KEY),

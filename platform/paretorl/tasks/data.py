@@ -87,10 +87,13 @@ def write_splits(task, out_dir: str | os.PathLike, n_train: int, n_eval: int, se
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    """All rows of a Parquet file written by `write_splits`, as dicts."""
+    """All rows of a Parquet file written by `write_splits` (a local path or an s3:// URI), as dicts."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    from paretorl import storage
+
+    fs, inner = storage.filesystem(path)
+    return pq.read_table(inner, filesystem=fs).to_pylist()
 
 
 def _replace(path: str, write) -> None:
