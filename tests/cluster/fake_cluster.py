@@ -8,6 +8,7 @@ the group stops exactly this cluster, worker nodes included: nothing broader (no
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,6 +126,7 @@ def fake_cluster(tmp_path: Path, declared_gpus: int, env_overrides: dict | None 
             os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group outlived the head
         except ProcessLookupError:
             pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def submit(cluster: FakeCluster, args: list[str], cwd: Path) -> "SubmittedJob":

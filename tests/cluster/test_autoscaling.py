@@ -35,6 +35,16 @@ def logged_steps(db) -> dict[str, list[int]]:
     return {c.data.tags["paretorl.trial_id"]: [m.step for m in client.get_metric_history(c.info.run_id, "train/reward_mean")] for c in children}
 
 
+def step_times(db, submitted: float, killed: float) -> dict[str, float]:
+    """For the README: submission -> the first learner step on a launched worker (MLflow's record of
+    step 1), and node killed -> the first step a retried learner logged."""
+    client, _, children = mlflow_runs(db)
+    first = min(m.timestamp for c in children for m in client.get_metric_history(c.info.run_id, "train/reward_mean") if m.step == 1)
+    retried = [m.timestamp for c in children for m in client.get_metric_history(c.info.run_id, "train/restored_from_step") if m.value >= 0]
+    return {"submit_to_first_learner_step_s": round(first / 1000 - submitted, 1),
+            "node_killed_to_first_retried_step_s": round(min(retried) / 1000 - killed, 1) if retried else None}
+
+
 @pytest.fixture(scope="module")
 def autoscaled(tmp_path_factory, cache_dir):
     tmp = tmp_path_factory.mktemp("autoscaling")
@@ -69,9 +79,9 @@ def autoscaled(tmp_path_factory, cache_dir):
         job_s = time.time() - submitted
         learners = cluster.actors("RayTrainWorker")
         scaled_down = wait_until(lambda: len(cluster.nodes()) == 1, 180, "idle workers to be terminated", interval=2)
-        print(json.dumps({"submit_to_first_worker_node_s": round(node_up, 1), "submit_to_both_trials_past_step_1_s": round(first_step, 1),
-                          "node_killed_at_s": round(killed_at, 1), "job_s": round(job_s, 1),
-                          "idle_workers_gone_after_job_s": round(time.time() - submitted - job_s, 1)}))
+        print(json.dumps({"submit_to_first_worker_node_s": round(node_up, 1), **step_times(db, submitted, submitted + killed_at),
+                          "submit_to_both_trials_past_step_1_s": round(first_step, 1), "node_killed_at_s": round(killed_at, 1),
+                          "job_s": round(job_s, 1), "idle_workers_gone_after_job_s": round(time.time() - submitted - job_s, 1)}))
     return {"rc": rc, "output": job.output, "db": db, "head": head, "before": before,
             "killed": learner.node_id, "learners": learners, "scaled_down": scaled_down}
 

@@ -142,7 +142,10 @@ def start_ray(num_cpus: int | None) -> None:
 
     for lock in clear_stale_build_locks(extensions_dir()):
         console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
-    runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
+    # Ray Train gives a learner group 60 s to start, then tears it down and starts over: too short
+    # for a node the autoscaler is still launching (minutes on a cloud), so it would never start.
+    start_timeout = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
+    runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": start_timeout}}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=runtime_env)
     else:
