@@ -169,22 +169,29 @@ def local_cache_root() -> Path:
     return Path(os.environ.get(LOCAL_CACHE_ENV) or Path.home() / ".cache" / "paretorl" / "local")
 
 
-def cached_dir(cache_root: str | os.PathLike, name: str, build: Callable[[Path], object], marker: str) -> str | Path:
+def cached_dir(cache_root: str | os.PathLike, name: str, build: Callable[[Path], str], marker: str, label: str, log=print) -> str | Path:
     """The cache entry `cache_root/name`, made by `build(folder)` unless it exists (its `marker`
     file is there). For a local cache this is the folder itself (a Path); for a URI cache the entry
     is built in a temporary local folder and uploaded with the marker last (the URI is returned).
+
+    `build` returns what to log about the entry it made; a found entry is logged as `label` cached.
     """
     import tempfile
 
     if not is_uri(cache_root):
         out = Path(cache_root) / name
-        if not (out / marker).exists():
-            build(out)
+        if (out / marker).exists():
+            log(f"{label} cached at {out}")
+        else:
+            log(f"{build(out)}, saved to {out}")
         return out
     dest = join(cache_root, name)
-    if not exists(join(dest, marker)):
-        with tempfile.TemporaryDirectory(prefix="paretorl-build-") as tmp:
-            out = Path(tmp) / name
-            build(out)
-            upload(out, dest, last=marker)
+    if exists(join(dest, marker)):
+        log(f"{label} cached at {dest}")
+        return dest
+    with tempfile.TemporaryDirectory(prefix="paretorl-build-") as tmp:
+        out = Path(tmp) / name
+        message = build(out)
+        upload(out, dest, last=marker)
+    log(f"{message}, saved to {dest}")
     return dest

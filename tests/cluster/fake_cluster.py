@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ROOT, env_with_venv
+from tests.reliability.sweeps import Job
 
 FAKE_YAML = ROOT / "cluster" / "fake-multinode.yaml"
 
@@ -129,7 +130,7 @@ def fake_cluster(tmp_path: Path, declared_gpus: int, env_overrides: dict | None 
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def submit(cluster: FakeCluster, args: list[str], cwd: Path) -> "SubmittedJob":
+def submit(cluster: FakeCluster, args: list[str], cwd: Path) -> Job:
     """`ray job submit -- python jobs/sweep.py ARGS` from `cwd`, in the background.
 
     Without --working-dir: the fake nodes share this machine's session directory, so a working_dir
@@ -141,60 +142,14 @@ def submit(cluster: FakeCluster, args: list[str], cwd: Path) -> "SubmittedJob":
     import shlex
 
     entrypoint = f"cd {shlex.quote(str(cwd))} && python {shlex.quote(str(ROOT / 'jobs' / 'sweep.py'))} {shlex.join(args)}"
-    cmd = [cluster.ray_bin, "job", "submit", "--address", cluster.address, "--", "bash", "-c", entrypoint]
+    command = [cluster.ray_bin, "job", "submit", "--address", cluster.address, "--", "bash", "-c", entrypoint]
     deadline = time.monotonic() + 120
     while True:
-        job = SubmittedJob(subprocess.Popen(cmd, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        first = job.next_line(timeout=120)
+        job = Job([], ROOT, command=command, env=cluster.env)
+        first = job.wait_for(lambda line: True, 120)
         if "No available agent" not in first:
             return job
-        job.proc.wait()
+        job.finish(timeout=60)
         if time.monotonic() > deadline:
             raise AssertionError(first)
         time.sleep(3)
-
-
-class SubmittedJob:
-    """A `ray job submit` process; its output collected line by line as it comes."""
-
-    def __init__(self, proc: subprocess.Popen):
-        import queue
-        import threading
-
-        self.proc, self.lines, self.ended = proc, [], False
-        self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self._queue.put(line)
-        self._queue.put(None)
-
-    def next_line(self, timeout: float) -> str:
-        """The next output line ("" once the output has ended); queue.Empty after `timeout` s."""
-        if self.ended:
-            return ""
-        line = self._queue.get(timeout=timeout)
-        if line is None:
-            self.ended = True
-            return ""
-        self.lines.append(line)
-        return line
-
-    def finish(self, timeout: float) -> int:
-        """Read the output to its end and return the exit code; AssertionError after `timeout` s."""
-        import queue
-
-        deadline = time.monotonic() + timeout
-        while not self.ended:
-            if time.monotonic() > deadline:
-                raise AssertionError("the job did not finish in time; last lines:\n" + self.output[-4000:])
-            try:
-                self.next_line(timeout=5)
-            except queue.Empty:
-                pass
-        return self.proc.wait(timeout=60)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)

@@ -34,11 +34,12 @@ def job_command(args: list[str]) -> list[str]:
 
 
 class Job:
-    """jobs/sweep.py in its own process group; its output read line by line as it comes."""
+    """jobs/sweep.py ARGS (or another `command`) in its own process group; its output read line by
+    line as it comes."""
 
-    def __init__(self, args: list[str], cwd: Path):
+    def __init__(self, args: list[str], cwd: Path, command: list[str] | None = None, env: dict | None = None):
         self.proc = subprocess.Popen(
-            job_command(args), cwd=cwd, env=env_with_venv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            command or job_command(args), cwd=cwd, env=env or env_with_venv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True,
         )
         self.lines: list[str] = []

@@ -188,9 +188,11 @@ def test_s3_cached_dir_builds_once_in_a_temporary_folder(s3_server, tmp_path):
         out.mkdir(parents=True)
         (out / "weights").write_text("w")
         (out / "done.json").write_text("{}")
+        return "built"
 
-    cache = f"s3://{BUCKET}/unit/{tmp_path.name}/cache"
-    assert storage.cached_dir(cache, "base-1", build, marker="done.json") == f"{cache}/base-1"
-    assert storage.cached_dir(cache, "base-1", build, marker="done.json") == f"{cache}/base-1"
+    cache, logs = f"s3://{BUCKET}/unit/{tmp_path.name}/cache", []
+    for _ in range(2):
+        assert storage.cached_dir(cache, "base-1", build, marker="done.json", label="entry", log=logs.append) == f"{cache}/base-1"
     assert len(builds) == 1 and not builds[0].exists()  # built once, in a temporary folder
+    assert logs == [f"built, saved to {cache}/base-1", f"entry cached at {cache}/base-1"]
     assert storage.read_text(f"{cache}/base-1/weights") == "w"

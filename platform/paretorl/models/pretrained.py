@@ -140,9 +140,8 @@ def convert_pretrained(spec: str, cache_root: str | Path, log=print) -> Path | s
     from paretorl.models.build import save_base_policy
 
     source = resolve_source(spec)
-    built = []
 
-    def build(out: Path) -> None:
+    def build(out: Path) -> str:
         started = time.time()
         model, tokenizer = load_source(source)
         if model.config.vocab_size < len(tokenizer):
@@ -156,14 +155,10 @@ def convert_pretrained(spec: str, cache_root: str | Path, log=print) -> Path | s
         n_params = sum(p.numel() for p in model.parameters())
         meta = {"source": spec, "path": str(source.path), "params": n_params, "seconds": round(time.time() - started, 1)}
         save_base_policy(model, tokenizer, out, meta)
-        built.append(meta)
+        return f"base policy: {spec} ({n_params / 1e6:.0f}M parameters) converted in {meta['seconds']} s"
 
-    out = storage.cached_dir(cache_root, f"pretrained-{source.fingerprint()}", build, marker="paretorl_base.json")
-    if built:
-        log(f"base policy: {spec} ({built[0]['params'] / 1e6:.0f}M parameters) converted in {built[0]['seconds']} s, saved to {out}")
-    else:
-        log(f"base policy: {spec} cached at {out}")
-    return out
+    name = f"pretrained-{source.fingerprint()}"
+    return storage.cached_dir(cache_root, name, build, marker="paretorl_base.json", label=f"base policy: {spec}", log=log)
 
 
 def check_context(model_dir: str | Path, prompts: list[str], max_new_tokens: int) -> None:

@@ -107,9 +107,8 @@ def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache
     from paretorl import storage
 
     init = Path(str(init_dir)).name if init_dir else None  # pretrained-<fingerprint>: names the content
-    built = []
 
-    def build(out: Path) -> None:
+    def build(out: Path) -> str:
         started = time.time()
         pairs = demonstrations(task, train_rows, sft_cfg.n_demos, sft_cfg.seed)
         if init_dir:
@@ -129,11 +128,7 @@ def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache
             losses = train_sft(model, tokenizer, pairs, sft_cfg, max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
         meta = {"params": n_params, "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
         save_base_policy(model, tokenizer, out, meta)
-        built.append(meta)
+        return f"base policy: trained in {meta['seconds']} s, final loss {meta['final_loss']:.3f}"
 
-    out = storage.cached_dir(cache_root, f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg, init)}", build, marker="paretorl_base.json")
-    if built:
-        log(f"base policy: trained in {built[0]['seconds']} s, final loss {built[0]['final_loss']:.3f}, saved to {out}")
-    else:
-        log(f"base policy: cached at {out}")
-    return out
+    name = f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg, init)}"
+    return storage.cached_dir(cache_root, name, build, marker="paretorl_base.json", label="base policy:", log=log)
