@@ -49,11 +49,13 @@ class FakeCluster:
             for n in list_nodes(address=self.address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
         ]
 
-    def actors(self, class_name: str, state: str | None = None) -> list:
+    def actors(self, class_prefix: str, state: str | None = None) -> list:
+        """The cluster's actors (alive or dead) whose class name starts with `class_prefix`."""
         from ray.util.state import list_actors
 
-        filters = [("class_name", "=", class_name)] + ([("state", "=", state)] if state else [])
-        return list_actors(address=self.address, filters=filters, detail=True, limit=1000, raise_on_missing_output=False)
+        filters = [("state", "=", state)] if state else []
+        found = list_actors(address=self.address, filters=filters, detail=True, limit=10000, raise_on_missing_output=False)
+        return [a for a in found if a.class_name.startswith(class_prefix)]
 
     def raylet_pid(self, node_id: str) -> int:
         """The pid of a node's raylet, a process of this cluster's group started with --node_id=<id>."""

@@ -1,7 +1,8 @@
 """A sweep submitted with `ray job submit` to an autoscaling cluster (Ray's fake multi-node provider,
 cluster/fake-multinode.yaml): the head offers no trial CPUs, `fake_gpu` worker nodes scale 0..2.
 
-One run shows: workers are launched when trials ask for them; the trials' learners run on them;
+One run shows: workers are launched when trials ask for them; the trials' learners run on them, and
+the base policy's evaluation replica too;
 `max_concurrent: auto` follows the declared capacity; a worker node lost mid-trial (its raylet
 killed) costs the trials on it a retry from their checkpoints, with no gap and no repeat in MLflow;
 idle workers are terminated after the sweep. It prints the measured times (README figures).
@@ -78,12 +79,13 @@ def autoscaled(tmp_path_factory, cache_dir):
             raise AssertionError(f"{e}\njob output:\n{job.output[-6000:]}") from None
         job_s = time.time() - submitted
         learners = cluster.actors("RayTrainWorker")
+        base_eval = cluster.actors("ServeReplica:paretorl-eval-")  # the base policy's evaluation app
         scaled_down = wait_until(lambda: len(cluster.nodes()) == 1, 180, "idle workers to be terminated", interval=2)
         print(json.dumps({"submit_to_first_worker_node_s": round(node_up, 1), **step_times(db, submitted, submitted + killed_at),
                           "submit_to_both_trials_past_step_1_s": round(first_step, 1), "node_killed_at_s": round(killed_at, 1),
                           "job_s": round(job_s, 1), "idle_workers_gone_after_job_s": round(time.time() - submitted - job_s, 1)}))
     return {"rc": rc, "output": job.output, "db": db, "head": head, "before": before,
-            "killed": learner.node_id, "learners": learners, "scaled_down": scaled_down}
+            "killed": learner.node_id, "learners": learners, "base_eval": base_eval, "scaled_down": scaled_down}
 
 
 def test_autoscaling_sweep_runs_its_trials_on_launched_workers(autoscaled):
@@ -95,6 +97,8 @@ def test_autoscaling_sweep_runs_its_trials_on_launched_workers(autoscaled):
     nodes = {a.node_id for a in autoscaled["learners"]}
     assert autoscaled["head"] not in nodes and len(nodes) >= 2  # learners on launched workers, and on more than one
     assert autoscaled["killed"] in nodes
+    # the base policy was evaluated by a rollout replica on a worker, not on the head
+    assert autoscaled["base_eval"] and all(a.node_id != autoscaled["head"] for a in autoscaled["base_eval"])
 
 
 def test_autoscaled_trials_ran_at_once_and_a_lost_node_costs_only_a_retry(autoscaled):
