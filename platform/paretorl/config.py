@@ -140,7 +140,11 @@ class TrainConfig(_Strict):
     max_new_tokens: int = Field(64, gt=0)
     temperature: float = Field(1.0, gt=0.0)
     zero_stage: int = Field(2, ge=0, le=3)
-    bf16: bool = False
+    bf16: bool = Field(False, description="bf16 weights with DeepSpeed's mixed precision (GPU learners)")
+    autocast: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="CPU learners with fp32 weights: bf16 autocast for forward and backward (fp32 master weights and "
+        "optimizer state); auto = only where it measures faster on this CPU and model, at trial start",
+    )
     activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% more compute (large models, ZeRO-3)")
     grad_clip: float = Field(1.0, gt=0.0)
     torch_threads: int = Field(1, ge=1, description="torch threads in each learner worker")
@@ -189,6 +193,15 @@ class TrialConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    @model_validator(mode="after")
+    def _global_batch(self):
+        if self.train.prompts_per_step % self.resources.learner_workers:
+            raise ValueError(
+                f"train.prompts_per_step ({self.train.prompts_per_step}) is the global batch: it must be divisible by "
+                f"resources.learner_workers ({self.resources.learner_workers})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fits_context(self):
