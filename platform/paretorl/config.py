@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from paretorl.algos import AGGREGATIONS, KL_ESTIMATORS, KL_PLACEMENTS, NORMALIZATIONS, OBJECTIVES
+from paretorl.algos import AGGREGATIONS, KL_ESTIMATORS, KL_PLACEMENTS, KL_REFUSED, NORMALIZATIONS, OBJECTIVES
 
 ENGINES = ("embedded", "vllm")
 
@@ -106,14 +106,26 @@ class RolloutConfig(_Strict):
 
 
 class AlgoConfig(_Strict):
+    """The RL math of a trial; formulas and which KL each estimator x placement follows: docs/algorithms.md."""
+
     objective: str = Field("grpo", description=f"advantage estimator, one of {OBJECTIVES}")
     alpha: float = Field(0.0, ge=0.0, lt=1.0, description="length-penalty coefficient (Arora & Zanette)")
     normalization: str = Field("none", description=f"extra advantage normalisation, one of {NORMALIZATIONS}")
-    kl_coef: float = Field(0.0, ge=0.0, description="KL-to-reference coefficient")
-    kl_estimator: str = Field("k3", description=f"one of {KL_ESTIMATORS}")
-    kl_placement: str = Field("loss", description=f"one of {KL_PLACEMENTS}")
+    kl_coef: float = Field(0.0, ge=0.0, description="KL-to-reference coefficient beta (0: no reference model, as MaxRL)")
+    kl_estimator: str = Field(
+        "k1", description=f"one of {KL_ESTIMATORS}; default k1 (Arora & Zanette's, in the reward), k3 when kl_placement is loss (GRPO's)"
+    )
+    kl_placement: str = Field("reward", description=f"one of {KL_PLACEMENTS}: a detached per-token reward, or a differentiated loss term")
     aggregation: str = Field("token_mean", description=f"loss aggregation, one of {AGGREGATIONS}")
     clip_eps: float = Field(0.2, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _estimator_follows_placement(cls, data):
+        """Each placement's default estimator is its paper's: k1 in the reward, k3 in the loss."""
+        if isinstance(data, dict) and "kl_estimator" not in data and data.get("kl_placement") == "loss":
+            data = {**data, "kl_estimator": "k3"}
+        return data
 
     @model_validator(mode="after")
     def _known_names(self):
@@ -127,6 +139,23 @@ class AlgoConfig(_Strict):
             value = getattr(self, field)
             if value not in valid:
                 raise ValueError(f"unknown algo.{field} {value!r}; valid: {', '.join(valid)}")
+        return self
+
+    @model_validator(mode="after")
+    def _regularises(self):
+        reason = KL_REFUSED.get((self.kl_estimator, self.kl_placement))
+        if self.kl_coef > 0 and reason:
+            raise ValueError(f"algo.kl_estimator {self.kl_estimator} with algo.kl_placement {self.kl_placement} is refused: {reason}")
+        return self
+
+    @model_validator(mode="after")
+    def _std_once(self):
+        if self.objective == "grpo" and self.normalization == "group_std":
+            raise ValueError(
+                "algo.objective grpo already divides the advantage by the group's reward std; algo.normalization group_std "
+                "would divide by it a second time. Use objective dr_grpo with normalization group_std (that is GRPO), "
+                "or grpo with normalization none"
+            )
         return self
 
 

@@ -10,7 +10,7 @@ from paretorl.rollout.types import Rollouts, SamplingParams
 
 
 def score_rollouts(task, rows: list[dict], rollouts: Rollouts, tokenizer) -> np.ndarray:
-    """[B] bool verdicts; a response cut at the token limit (no EOS) is incorrect (papers.md)."""
+    """[B] bool verdicts; a response cut at the token limit (no EOS) is incorrect (docs/algorithms.md)."""
     truncated = rollouts.truncated
     verdicts = np.zeros(len(rollouts.lengths), dtype=bool)
     for i in range(len(verdicts)):

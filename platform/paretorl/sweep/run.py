@@ -219,7 +219,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     if arms is None:
         searcher = OptunaSearch(
             space={k: spec.distribution() for k, spec in space.params.items()},
-            metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (design.md)
+            metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (docs/architecture.md)
             mode=["max", "min"],
             points_to_evaluate=space.initial_points or None,
             sampler=optuna_sampler(space),

@@ -21,7 +21,7 @@ LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
 def resolve_tracking_uri(cli_uri: str | None) -> str:
     """--mlflow-uri, else $MLFLOW_TRACKING_URI, else an absolute sqlite file in the cwd.
 
-    Absolute because Tune changes a trial's working directory (design.md).
+    Absolute because Tune changes a trial's working directory (docs/architecture.md).
     """
     import os
 
