@@ -58,7 +58,7 @@ def rl_step(engine, ref_model, prompts, rollouts, correct, cfg: TrialConfig, pad
     perm = torch.randperm(rows.count, generator=torch.Generator().manual_seed(t.seed * 100_003 + int(rollouts.version)))
     for start in range(0, rows.count, mini):
         block = perm[start : start + mini].tolist()
-        normalizer = _global_normalizer(a.aggregation, rows, block)
+        normalizer = _global_normalizer(a.aggregation, rows, block, t.max_new_tokens)
         todo = [r for r in block if needed[r]]
         # Nothing to learn from in this mini-batch: one row still runs (its loss scaled to 0) so that
         # the optimizer steps exactly as it would have (Adam's moments move the weights anyway).
@@ -125,10 +125,12 @@ def _micro_batches(rows: list[int], width, size: int) -> list[tuple[list[int], b
     return micro
 
 
-def _global_normalizer(aggregation: str, rows: _Rows, block: list[int]) -> float:
+def _global_normalizer(aggregation: str, rows: _Rows, block: list[int], max_new_tokens: int) -> float:
     """The mini-batch's loss normaliser over ALL its rows (skipped ones too) and all ranks,
     divided by the world size (DeepSpeed averages the ranks' gradients)."""
-    local = float(sum(rows.tokens(r) for r in block)) if aggregation == "token_mean" else float(len(block))
+    lengths = torch.tensor([rows.tokens(r) for r in block])
+    mask = torch.arange(int(lengths.max()) if len(block) else 0)[None, :] < lengths[:, None]
+    local = algos.loss_normalizer(aggregation, mask, max_new_tokens)
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     return _all_reduce(local, torch.distributed.ReduceOp.SUM) / world if world > 1 else local
 
@@ -185,9 +187,11 @@ def _update_micro(engine, ref_model, rows: _Rows, idx: list[int], old, normalize
     loss, metrics = algos.policy_loss(
         logprobs, old_lp, tok_adv, batch.mask,
         clip_eps=a.clip_eps, aggregation=a.aggregation,
-        ref_logprobs=ref_lp, kl_coef=a.kl_coef if in_loss else 0.0,
-        kl_estimator=a.kl_estimator, entropy=entropy, normalizer=normalizer,
+        ref_logprobs=ref_lp if in_loss else None, kl_coef=a.kl_coef if in_loss else 0.0,
+        kl_estimator=a.kl_estimator, entropy=entropy, normalizer=normalizer, max_new_tokens=t.max_new_tokens,
     )
+    if ref_lp is not None:  # train/kl in either placement: the KL of the policy that sampled
+        metrics["kl"] = algos.kl_metric(old_lp, ref_lp, batch.mask)
     if step and step == cfg.faults.nan_loss_at_step:
         loss = loss * float("nan")
     if not _all_finite(loss):
@@ -197,7 +201,7 @@ def _update_micro(engine, ref_model, rows: _Rows, idx: list[int], old, normalize
         )
     engine.backward(loss if counts else loss * 0.0, scale_wrt_gas=False)  # the normaliser already averages over the mini-batch
     if counts:
-        acc.add(metrics, int(batch.mask.sum()), len(idx))
+        acc.add(metrics, len(idx))
 
 
 def _all_finite(loss: torch.Tensor) -> bool:
@@ -209,30 +213,32 @@ def _all_finite(loss: torch.Tensor) -> bool:
 
 
 class _Metrics:
-    """Token-weighted means over the rows that were computed; pg_loss summed per mini-batch."""
+    """The update's metrics over the rows that were computed: shares of the loss
+    (`algos.SUMMED_METRICS`) summed per mini-batch, the others token-weighted means."""
 
     def __init__(self):
-        self.tokens, self.rows = 0, 0
-        self.sums: dict[str, float] = {}
-        self.pg_loss = 0.0
+        self.rows = 0
+        self.parts: list[dict[str, float]] = []
         self.diff_sum, self.diff_tokens = 0.0, 0
 
-    def add(self, metrics: dict, tokens: int, rows: int) -> None:
-        self.tokens += tokens
+    def add(self, metrics: dict, rows: int) -> None:
         self.rows += rows
-        self.pg_loss += metrics["pg_loss"]  # already divided by the mini-batch's normaliser
-        for key, value in metrics.items():
-            if key != "pg_loss":
-                self.sums[key] = self.sums.get(key, 0.0) + value * tokens
+        self.parts.append(metrics)
 
     def add_rollout_diff(self, learner_lp: torch.Tensor, rollout_lp: torch.Tensor, mask: torch.Tensor) -> None:
         self.diff_sum += float(((learner_lp - rollout_lp).abs() * mask).sum())
         self.diff_tokens += int(mask.sum())
 
     def summary(self, updates: int) -> dict[str, float]:
-        out = {f"train/{k}": v / max(self.tokens, 1) for k, v in self.sums.items()}
+        if not self.parts:  # every row had zero advantage: the loss is exactly 0, no log-prob was computed
+            return {"train/pg_loss": 0.0, "rollout/logprob_abs_diff": float("nan")}
+        merged = algos.merge_micro_metrics(self.parts)  # all mini-batches at once: summed shares, token means
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        pg = _all_reduce(self.pg_loss, torch.distributed.ReduceOp.SUM) / world if world > 1 else self.pg_loss
-        out["train/pg_loss"] = pg / updates  # the loss of the whole (global) batch, mean over mini-batches
+        out = {}
+        for key, value in merged.items():
+            if key in algos.SUMMED_METRICS:  # the (global) batch's loss, mean over mini-batches
+                out[f"train/{key}"] = (_all_reduce(value, torch.distributed.ReduceOp.SUM) / world if world > 1 else value) / updates
+            elif key != "tokens":
+                out[f"train/{key}"] = value
         out["rollout/logprob_abs_diff"] = self.diff_sum / max(self.diff_tokens, 1)
         return out
