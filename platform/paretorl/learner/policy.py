@@ -78,7 +78,8 @@ def make_reference(model_dir: str, engine, train_cfg, world_size: int):
     config = {"train_micro_batch_size_per_gpu": micro, "train_batch_size": micro * world_size,
               "zero_optimization": {"stage": 3}, "bf16": {"enabled": dtype == torch.bfloat16}}
     ref_engine, *_ = deepspeed.initialize(model=ref, config=config)
-    return ref_engine.eval()
+    ref_engine.eval()
+    return ref_engine
 
 
 def resolve_autocast(setting: str, model, train_cfg) -> bool:
