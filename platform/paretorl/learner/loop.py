@@ -63,6 +63,14 @@ def _publish(registry, version: int, model, rank: int) -> None:
         torch.distributed.barrier()
 
 
+def _sum_over_ranks(value: float) -> float:
+    if not (torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1):
+        return float(value)
+    x = torch.tensor(float(value), device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(x)
+    return x.item()
+
+
 def _policy(cfg: TrialConfig, model_dir: str, checkpoint, world: int, rank: int):
     """(engine, model, tokenizer, loop state, bf16 autocast?): restored from `checkpoint`, or the base policy."""
     from paretorl.models.build import load_policy
@@ -149,12 +157,15 @@ def train_loop(loop_config: dict) -> None:
             "train/update_seconds": t_update,
             "train/step_seconds": time.perf_counter() - t0,
             "train/autocast_bf16": float(autocast),
+            "train/batch_prompts": _sum_over_ranks(len(rows)),  # the global batch: prompts_per_step
             "train/restored_from_step": start_step if checkpoint is not None else -1,
         })
         evaluated = step % cfg.eval.every == 0 or step == cfg.train.steps
         if evaluated and rank == 0:  # ranks hold the same policy: one evaluation, reported by rank 0
             last_eval = evaluate_policy(rollout, version, tokenizer, task, eval_rows, cfg.eval, seed=cfg.train.seed + step)
             last_eval["eval/step"] = step
+        if evaluated:
+            metrics["eval/evaluating_ranks"] = _sum_over_ranks(float(rank == 0))  # 1: ranks hold one policy, one evaluates
         metrics.update(last_eval)
         metrics["evaluated"] = evaluated
         if evaluated or step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
