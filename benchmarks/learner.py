@@ -11,7 +11,8 @@ Systems, each doing one full update (log-probs, loss, backward, optimizer step) 
 
   ours    `paretorl.learner.update.rl_step` on a DeepSpeed engine, as trials run it, with the
           default search space's first initial point (KL 0; `--kl` adds an arm with KL in the reward,
-          where no row can be skipped)
+          where no row can be skipped); bf16 autocast as `train.autocast: auto` decides, and a
+          second row with the other choice, so both are measured
   naive   a plain PyTorch loop as a user writes it first: the HF model on the whole padded batch,
           a separate no-grad forward for the old log-probs, forward and backward on every row,
           log-softmax over full logits, torch.optim.AdamW
@@ -175,6 +176,9 @@ def bench(name: str, args, work: Path) -> tuple[dict, list[list[str]]]:
     batch = sample_batch(cfg, base_dir, task, rows, args.threads)
     torch.set_num_threads(args.threads)
     systems = {"ours": Ours(cfg, base_dir, batch), "naive": Naive(cfg, base_dir, batch)}
+    other = "off" if systems["ours"].autocast else "bf16"  # bf16 autocast measured both ways: the other choice too
+    other_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"autocast": other})})
+    systems[f"ours, autocast {other}"] = Ours(other_cfg, base_dir, batch)
     if args.kl:
         kl_cfg = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"kl_coef": 1e-3, "kl_placement": "reward", "kl_estimator": "k1"})})
         systems["ours, KL in reward"] = Ours(kl_cfg, base_dir, batch)
