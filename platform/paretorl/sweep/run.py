@@ -248,4 +248,6 @@ def print_front(front: list[dict], maximize: str, minimize: str, params: list[st
     """The reported front (test values with 95% intervals) as a table; see sweep/final_front.py."""
     from paretorl.sweep.final_front import front_table
 
-    console.print(front_table(front, maximize, minimize, params, cutoff, base))
+    # at least 160 columns: in a log (80 by default) or a narrow terminal rich would cut the intervals to "0.1…"
+    wide = Console(file=console.file, width=max(console.width, 160), color_system=console.color_system)
+    wide.print(front_table(front, maximize, minimize, params, cutoff, base))
