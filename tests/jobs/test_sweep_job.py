@@ -84,14 +84,14 @@ def test_smoke_sweep_reports_the_test_front(smoke_sweep):
     assert any(r["trial"] == "base" for r in tested) and len(tested) >= 2  # the base and the eval front
     assert any(r["on_front"] == "True" for r in tested) and not any(r["on_front"] == "True" for r in front if not r["test_pass_at_k"])
     for r in tested:
-        lo, v, hi = (float(r[c]) for c in TEST_COLUMNS[:3])
+        v, lo, hi = (float(r[c]) for c in TEST_COLUMNS[:3])  # value, then its interval
         assert r["k"] == "4" and 0 <= lo <= v <= hi <= 1
-        lo, v, hi = (float(r[c]) for c in TEST_COLUMNS[3:])
+        v, lo, hi = (float(r[c]) for c in TEST_COLUMNS[3:])
         assert 1 <= lo <= v <= hi <= 64  # eval.max_new_tokens
     cutoff = rows("cutoff_front.csv")
     assert tuple(cutoff[0]) == CUTOFF_COLUMNS and len(cutoff) >= 6
     assert all(0 <= float(r["test_pass_at_k_lo"]) <= float(r["test_pass_at_k"]) <= float(r["test_pass_at_k_hi"]) <= 1 for r in cutoff)
-    out = smoke_sweep.proc.stdout
+    out = " ".join(smoke_sweep.proc.stdout.split())  # rich wraps long lines at 80 columns in a pipe
     assert "Pareto front on the test split" in out and "(the base)" in out
     assert "searcher: tpe" in out and "random search" in out  # 2 trials cannot leave random search: warned
 
