@@ -1,4 +1,4 @@
-"""A whole sweep: validate, prepare data and the base policy, run Tune + Optuna, log the front.
+"""A whole sweep: validate, prepare data and base policies, run Tune + Optuna, log the front and its test report.
 
 `jobs/sweep.py` parses flags and calls `prepare` then `run`. Everything that can be checked
 (search space, trial configs, task, dataset) is checked in `prepare`, before Ray starts.
