@@ -34,10 +34,10 @@ except ImportError:  # running from a checkout (e.g. `ray job submit --working-d
 
 QUICK = {  # one seed, alpha 0 and 0.2 only, two steps: every study's path in minutes
     "trial": {
-        "task": {"n_train": 300, "n_eval": 16},
+        "task": {"n_train": 300, "n_eval": 16, "n_test": 32},
         "sft": {"steps": 120, "n_demos": 1000},
         "train": {"steps": 2, "prompts_per_step": 4, "samples_per_prompt": 4},
-        "eval": {"every": 1, "n_prompts": 8, "n_samples": 8},
+        "eval": {"every": 1, "n_prompts": 8, "n_samples": 8, "test_samples": 8},
     },
     "objectives": {"pass_k": 8},
 }

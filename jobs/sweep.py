@@ -25,10 +25,10 @@ except ImportError:  # running from a checkout (e.g. `ray job submit --working-d
 SMOKE = {
     "budget": {"trials": 2, "max_concurrent": 2},
     "trial": {
-        "task": {"n_train": 400, "n_eval": 16},
+        "task": {"n_train": 400, "n_eval": 16, "n_test": 32},
         "sft": {"steps": 150, "n_demos": 1500},
         "train": {"steps": 2, "prompts_per_step": 8, "samples_per_prompt": 4},
-        "eval": {"every": 2, "n_prompts": 16, "n_samples": 4},
+        "eval": {"every": 2, "n_prompts": 16, "n_samples": 4, "test_samples": 4},
     },
 }
 
@@ -142,7 +142,7 @@ def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
     uri = record["tracking_uri"]
     result = run(prep, uri, record["experiment"], name)
     maximize, minimize = space.metrics
-    print_front(result["front"], maximize, minimize, list(space.params))
+    print_front(result["front"], maximize, minimize, list(space.params), result["cutoff"], result["base"])
     for trial_id, error in result["errors"].items():
         console.print(f"[red]trial {trial_id} failed:[/red] {error}")
     console.print(f"{result['trials']} trials, {len(result['points'])} evaluated checkpoints, sweep took {time.time() - started:.0f} s")

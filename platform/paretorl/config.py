@@ -24,7 +24,8 @@ class TaskConfig(_Strict):
     name: str = Field("arith", description="built-in task name, or 'file.py:Class' / 'module:Class'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the task class")
     n_train: int = Field(2000, gt=0, description="training prompts generated")
-    n_eval: int = Field(64, gt=0, description="held-out prompts generated")
+    n_eval: int = Field(64, gt=0, description="held-out prompts generated for selection (the eval split: Optuna, the eval front)")
+    n_test: int = Field(256, gt=0, description="held-out prompts for the final report only (the test split: never seen by anything that selects)")
     seed: int = 0
 
 
@@ -196,6 +197,7 @@ class EvalConfig(_Strict):
     n_samples: int = Field(8, gt=0, description="samples per prompt; pass@k for k = 1, 2, 4, ..., n")
     temperature: float = Field(1.0, gt=0.0)
     max_new_tokens: int = Field(64, gt=0)
+    test_samples: int = Field(16, gt=0, description="samples per test prompt when the sweep's end re-evaluates the front on the test split (>= the objective's k)")
 
 
 class ResourcesConfig(_Strict):

@@ -61,6 +61,41 @@ def test_smoke_sweep(smoke_sweep, tmp_path):
     assert all((out / f).stat().st_size > 0 for f in ("pareto_front.csv", "pareto_front.html", "pareto_front.png", "coverage.png"))
 
 
+def test_smoke_sweep_reports_the_test_front(smoke_sweep):
+    """The parent run holds the test columns and the cutoff curve; the console shows the test front."""
+    import csv
+    import io
+
+    import mlflow.artifacts
+
+    from paretorl.evaluate.cutoff import CUTOFF_COLUMNS
+    from paretorl.evaluate.intervals import TEST_COLUMNS
+
+    assert smoke_sweep.proc.returncode == 0, smoke_sweep.proc.stdout[-3000:] + smoke_sweep.proc.stderr[-3000:]
+    client, parents, _ = mlflow_runs(smoke_sweep.db)
+    uri = parents[0].info.artifact_uri
+
+    def rows(name):
+        return list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"{uri}/{name}"))))
+
+    front = rows("pareto_front.csv")
+    assert {"k", *TEST_COLUMNS} <= set(front[0])
+    tested = [r for r in front if r["test_pass_at_k"]]
+    assert any(r["trial"] == "base" for r in tested) and len(tested) >= 2  # the base and the eval front
+    assert any(r["on_front"] == "True" for r in tested) and not any(r["on_front"] == "True" for r in front if not r["test_pass_at_k"])
+    for r in tested:
+        v, lo, hi = (float(r[c]) for c in TEST_COLUMNS[:3])  # value, then its interval
+        assert r["k"] == "4" and 0 <= lo <= v <= hi <= 1
+        v, lo, hi = (float(r[c]) for c in TEST_COLUMNS[3:])
+        assert 1 <= lo <= v <= hi <= 64  # eval.max_new_tokens
+    cutoff = rows("cutoff_front.csv")
+    assert tuple(cutoff[0]) == CUTOFF_COLUMNS and len(cutoff) >= 6
+    assert all(0 <= float(r["test_pass_at_k_lo"]) <= float(r["test_pass_at_k"]) <= float(r["test_pass_at_k_hi"]) <= 1 for r in cutoff)
+    out = " ".join(smoke_sweep.proc.stdout.split())  # rich wraps long lines at 80 columns in a pipe
+    assert "Pareto front on the test split" in out and "(the base)" in out
+    assert "searcher: tpe" in out and "random search" in out  # 2 trials cannot leave random search: warned
+
+
 USER_TASK = '''
 import random
 
