@@ -43,9 +43,9 @@ def rl_step(engine, ref_model, prompts, rollouts, correct, cfg: TrialConfig, pad
     """
     a, t = cfg.algo, cfg.train
     g, n = len(prompts), t.samples_per_prompt
-    lengths = torch.as_tensor(rollouts.lengths).view(g, n)
-    truncated = torch.as_tensor(rollouts.truncated).view(g, n)
-    correct_t = torch.as_tensor(correct).view(g, n) & ~truncated
+    lengths = torch.tensor(rollouts.lengths).view(g, n)  # copies: Ray hands back read-only arrays
+    truncated = torch.tensor(rollouts.truncated).view(g, n)
+    correct_t = torch.tensor(correct).view(g, n) & ~truncated
     rewards = algos.length_penalized_reward(correct_t, lengths, truncated, a.alpha)
     adv = algos.normalize_advantages(algos.compute_advantages(rewards, a.objective), a.normalization, rewards)
 
