@@ -62,6 +62,8 @@ def _label(p: dict) -> str:
 def _plot_html(points, front, maximize, minimize, path: Path) -> None:
     import plotly.graph_objects as go
 
+    from paretorl.sweep.figure_html import write_figure_html
+
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -78,7 +80,7 @@ def _plot_html(points, front, maximize, minimize, path: Path) -> None:
         )
     )
     fig.update_layout(title=f"Pareto front: {maximize} vs {minimize}", xaxis_title=f"{minimize} (lower is better)", yaxis_title=f"{maximize} (higher is better)")
-    fig.write_html(path, include_plotlyjs=True)
+    write_figure_html(fig, path)
 
 
 def _plot_png(points, front, maximize, minimize, path: Path) -> None:
