@@ -145,15 +145,15 @@ def launch(sweep_dir: Path, record: dict, num_cpus: int | None, verbose: bool = 
     uri = record["tracking_uri"]
     result = run(prep, uri, record["experiment"], name)
     maximize, minimize = space.metrics
-    print_front(result["front"], maximize, minimize, list(space.params))
     for trial_id, error in result["errors"].items():
         console.print(f"[red]trial {trial_id} failed:[/red] {error}")
     console.print(f"{result['trials']} trials, {len(result['points'])} evaluated checkpoints, sweep took {time.time() - started:.0f} s")
     if result["errors"]:
         console.print(f"[red]{len(result['errors'])} of {result['trials']} trials failed[/red] (errors above, and tagged paretorl.error on their MLflow runs)")
-    console.print(f"results: {sweep_dir}" + (f" (worker logs: {logs})" if logs else ""))
+    console.print(f"results: {sweep_dir}" + (f" (worker logs: {logs})" if logs else ""), soft_wrap=True)
     url = run_url(ui_address(uri), result["experiment_id"], result["parent_run_id"])
     console.print(f"browse the front: {mlflow_ui_command(uri)}\n  then open {url}", soft_wrap=True)
+    print_front(result["front"], maximize, minimize, list(space.params))  # the console ends with the product
     return 0 if len(result["errors"]) < result["trials"] else 1
 
 

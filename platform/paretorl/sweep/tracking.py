@@ -115,7 +115,7 @@ class MLflowSweepLogger(Callback):
         params = [Param(k, str(v)) for k, v in sorted(trial.config.items())]
         self.client.log_batch(run.info.run_id, params=params)
         self._save()
-        print(f"[trial] {trial.trial_id} started (MLflow run {run.info.run_id})", flush=True)
+        print(f"[trial] {trial.trial_id} started (MLflow run {run.info.run_id}): {run.info.run_name}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
