@@ -32,7 +32,8 @@ def test_the_note_holds_front_base_space_and_how_to_read():
     front = [{"trial": "t1", "step": 4, MAX: 0.82, MIN: 30.0, "algo.alpha": 0.2, "train.lr": 1e-4, "algo.objective": "grpo"}]
     note = sweep_note("s1", front, base, MAX, MIN, list(SPACE.params), space_markdown(SPACE))
     assert "| t1 | 4 | 0.820 (+0.020) | 30.0 (-25%) | 0.2 | 0.0001 | grpo |" in note
-    assert "pass_at_1 0.500, pass_at_4 0.800, mean tokens 40.0" in note
+    assert "pass@1 0.500, pass@4 0.800, mean tokens 40.0" in note
+    assert "| trial | step | pass@4 | mean tokens | alpha | lr | objective |" in note
     assert "| `train.lr` | 2e-05 to 0.0003, log scale |" in note and "| `algo.objective` | one of grpo, maxrl |" in note
     assert "6 trials, 2 at a time" in note
     assert "### How to read the front" in note

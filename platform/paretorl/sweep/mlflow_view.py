@@ -48,6 +48,12 @@ def space_markdown(space) -> str:
     return "\n".join(rows)
 
 
+def metric_label(name: str) -> str:
+    """'eval/pass_at_4' -> 'pass@4' (MLflow's metric names cannot hold '@'; people read it)."""
+    tail = name.split("/")[-1]
+    return "pass@" + tail[len("pass_at_"):] if tail.startswith("pass_at_") else tail.replace("_", " ")
+
+
 def _cell(value, digits: str) -> str:
     return format(value, digits) if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
@@ -63,8 +69,7 @@ def front_markdown(front: list[dict], base: dict | None, maximize: str, minimize
 
     At most `max_rows` rows: MLflow caps a tag (the note) at 8000 characters.
     """
-    acc = maximize.split("/")[-1]
-    head = ["trial", "step", acc, "mean tokens", *(NAMED_KNOBS.get(k) or k.rsplit(".", 1)[-1] for k in knobs)]
+    head = ["trial", "step", metric_label(maximize), "mean tokens", *(NAMED_KNOBS.get(k) or k.rsplit(".", 1)[-1] for k in knobs)]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     base = base or {}
     for p in front[:max_rows]:
@@ -97,11 +102,11 @@ HOW_TO_READ = (
 
 def sweep_note(name: str, front: list[dict], base: dict | None, maximize: str, minimize: str, knobs: list[str], space_md: str) -> str:
     """The parent run's description (markdown): front, base policy, search space, how to read it."""
-    acc = maximize.split("/")[-1]
+    acc = metric_label(maximize)
     parts = [f"**Sweep `{name}`**: the Pareto front of {acc} (maximised) against mean tokens (minimised)."]
     parts += ["### Pareto front", front_markdown(front, base, maximize, minimize, knobs) if front else "_No checkpoint evaluated yet: the front appears as trials report._"]
     if base:
-        figures = [f"{k.split('/')[-1]} {_cell(v, '.3f')}" for k, v in sorted(base.items(), key=lambda kv: _k_order(kv[0])) if k.startswith("eval/pass_at_")]
+        figures = [f"{metric_label(k)} {_cell(v, '.3f')}" for k, v in sorted(base.items(), key=lambda kv: _k_order(kv[0])) if k.startswith("eval/pass_at_")]
         figures.append(f"mean tokens {_cell(base.get(minimize), '.1f')}")
         parts += ["### Base policy (before RL, same held-out prompts)", ", ".join(figures)]
     parts += ["### Search space", space_md, "### How to read the front", HOW_TO_READ.format(acc=acc)]
