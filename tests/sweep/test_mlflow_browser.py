@@ -72,3 +72,15 @@ def test_the_interactive_front_draws_inside_mlflows_artifact_viewer(browser_on_s
     assert width == pytest.approx(frame_w, abs=2) and height == pytest.approx(frame_h, abs=2)  # sized to the pane
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "users/current" not in e["message"]]
     assert not errors, errors
+
+
+def test_a_machine_without_the_browser_skips_with_the_reason_and_ci_fails(monkeypatch):
+    import tests.browser as browser
+
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs /nonexistent/chromium.*scripts/install.sh"):
+        browser.need_browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="needs /nonexistent/chromium"):
+        browser.need_browser()
