@@ -94,7 +94,7 @@ class MLflowSweepLogger(Callback):
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"note": None, **state})  # a sweep pickled before descriptions existed has no note
         self.runs, self.points, self.curves, self.last_step, self.errors = {}, [], {}, {}, {}
         self._connect()
 
