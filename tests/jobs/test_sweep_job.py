@@ -32,9 +32,12 @@ def assert_sweep_logged(db: Path, n_trials: int) -> None:
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.csv", "pareto_front.html", "pareto_front.png"} <= artifacts
     assert "base/pass_at_1" in parent.data.metrics
+    assert "### Pareto front" in parent.data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     for child in children:
         assert child.info.status == "FINISHED"
         assert {"algo.alpha", "algo.objective", "train.lr", "algo.kl_coef"} <= set(child.data.params)
+        assert child.info.run_name.startswith(f"{child.data.params['algo.objective']} alpha=")
         history = client.get_metric_history(child.info.run_id, "eval/pass_at_1")
         assert [m.step for m in history] == [2]
         assert [m.step for m in client.get_metric_history(child.info.run_id, "train/reward_mean")] == [1, 2]
@@ -46,6 +49,10 @@ def test_smoke_sweep(smoke_sweep, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Pareto front" in proc.stdout
     assert f"mlflow ui --backend-store-uri {smoke_sweep.uri}" in proc.stdout.replace("\n", "")
+    assert "?workflowType=machine_learning" in proc.stdout  # the link that opens MLflow's training view
+    lines = (proc.stdout + proc.stderr).splitlines()  # the console as a person sees it
+    assert len(lines) < 150, f"{len(lines)} lines; worker logs belong in runs/<name>/logs/ray:\n" + "\n".join(lines[:200])
+    assert len([line for line in lines if line.startswith("[eval]")]) == 2  # one line per evaluation
     assert_sweep_logged(smoke_sweep.db, n_trials=2)
     _, _, children = mlflow_runs(smoke_sweep.db)
     assert {c.data.params["algo.objective"] for c in children} == {"grpo", "maxrl"}

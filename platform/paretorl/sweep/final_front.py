@@ -26,7 +26,8 @@ from paretorl.evaluate.cutoff import (
 from paretorl.evaluate.intervals import TEST_COLUMNS, interval_summary
 from paretorl.evaluate.on_test import evaluate_on_test
 from paretorl.sweep.bases import reference_config
-from paretorl.sweep.pareto import pareto_front, save_html, write_points_csv
+from paretorl.sweep.figure_html import write_figure_html
+from paretorl.sweep.pareto import pareto_front, write_points_csv
 
 TEST_SEED_OFFSET = 7_919  # test sampling seed = the reference train.seed + this, for every checkpoint
 
@@ -101,7 +102,7 @@ def write_final_front(points: list[dict], front: list[dict], base: dict, cutoff:
         writer = csv.DictWriter(f, fieldnames=list(CUTOFF_COLUMNS))
         writer.writeheader()
         writer.writerows(cutoff)
-    save_html(front_figure(points, front, base, cutoff, maximize, minimize), paths["pareto_front.html"])
+    write_figure_html(front_figure(points, front, base, cutoff, maximize, minimize), paths["pareto_front.html"])
     front_png(points, front, base, cutoff, maximize, minimize, paths["pareto_front.png"])
     return paths
 

@@ -1,7 +1,7 @@
 """Plots of the reported front: the test front with 95% interval bars, every checkpoint's eval
 values faintly, the base policy, and the cutoff baseline curve.
 
-Figures are built here and written elsewhere (`pareto.save_html` for the interactive view), so
+Figures are built here and written elsewhere (`figure_html.write_figure_html` for the interactive view), so
 how the HTML is written can change without touching what it shows.
 """
 

@@ -61,17 +61,14 @@ def write_points_csv(points: list[dict], front: list[dict], first: tuple[str, ..
             writer.writerow({"on_front": id(p) in front_ids, **p})
 
 
-def save_html(fig, path: Path) -> None:
-    """A plotly figure as a standalone HTML file (plotly.js inline: MLflow shows it offline)."""
-    fig.write_html(path, include_plotlyjs=True)
-
-
 def _label(p: dict) -> str:
     return " ".join(f"{k}={p[k]}" for k in sorted(p) if k.startswith(("algo.", "train.")))
 
 
 def _plot_html(points, front, maximize, minimize, path: Path) -> None:
     import plotly.graph_objects as go
+
+    from paretorl.sweep.figure_html import write_figure_html
 
     fig = go.Figure()
     fig.add_trace(
@@ -89,7 +86,7 @@ def _plot_html(points, front, maximize, minimize, path: Path) -> None:
         )
     )
     fig.update_layout(title=f"Pareto front: {maximize} vs {minimize}", xaxis_title=f"{minimize} (lower is better)", yaxis_title=f"{maximize} (higher is better)")
-    save_html(fig, path)
+    write_figure_html(fig, path)
 
 
 def _plot_png(points, front, maximize, minimize, path: Path) -> None:

@@ -86,24 +86,27 @@ def base_evaluation(prep: Prepared) -> dict:
     return metrics
 
 
-def start_ray(num_cpus: int | None) -> None:
+def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
     """Connect to $RAY_ADDRESS's cluster, or start a local Ray; then Serve, without an HTTP proxy.
 
     Serve is started here, outside any trial's placement group: rollouts go through handles only.
+    Workers' output reaches this console only if `verbose`. Returns the Ray session's folder.
     """
     import ray
     from ray import serve
 
     from paretorl.learner.policy import clear_stale_build_locks, extensions_dir
+    from paretorl.sweep.console import ray_init_options
 
     for lock in clear_stale_build_locks(extensions_dir()):
         console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
     runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
+        context = ray.init(runtime_env=runtime_env, **ray_init_options(verbose))
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+        context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, **ray_init_options(verbose))
     serve.start(proxy_location="Disabled")
+    return context.address_info.get("session_dir")
 
 
 def same_sweep(sweep_dir: Path, record: dict, keys: tuple[str, ...]) -> str | None:
@@ -151,6 +154,8 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from paretorl.config import flatten
     from paretorl.sweep.final_front import report_on_test
     from paretorl.sweep.space import optuna_search, search_plan
+    from paretorl.sweep.console import stop_progress
+    from paretorl.sweep.mlflow_view import space_markdown
     from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
 
@@ -177,10 +182,12 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
             metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
         )
         write_record(prep.sweep_dir, experiment_id=exp_id, parent_run_id=parent_id)
+    note = {"name": name, "knobs": list(space.params), "space_md": space_markdown(space)}  # the parent run's description
     logger = MLflowSweepLogger(
         tracking_uri, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
-        base_point={"trial": "base", "step": 0, **base_eval},
+        base_point={"trial": "base", "step": 0, **base_eval}, note=note,
     )
+    logger.refresh_front()  # the base point and the description, before the first trial reports
 
     if arms is None:
         plan = search_plan(space)
@@ -207,10 +214,11 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     try:
         grid = tuner.fit()
     except BaseException:  # Ctrl-C or a driver error: the parent run must not stay RUNNING forever
+        stop_progress()
         client.set_terminated(parent_id, status="KILLED")
         raise
     # the record on disk is current whichever copy of the callback ran (a restored Tuner unpickles its own)
-    logger = MLflowSweepLogger(tracking_uri, exp_id, parent_id, (maximize, minimize), logger.state_path)
+    logger = MLflowSweepLogger(tracking_uri, exp_id, parent_id, (maximize, minimize), logger.state_path, note=note)
     eval_front = logger.refresh_front()
     try:  # the eval front's checkpoints and the base policy on the test split: the reported front
         report = report_on_test(prep, logger.points, eval_front, client, parent_id, log=console.print)
@@ -226,6 +234,10 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
 def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger, param_space: dict | None, num_samples: int):
     from ray import tune
 
+    from paretorl.sweep.console import ProgressView
+
+    progress = ProgressView(*space.metrics, steps=space.trial_config({}).train.steps)
+
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -233,8 +245,8 @@ def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str,
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[logger],
-            verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
+            callbacks=[logger, progress],
+            verbose=0,  # our ProgressView replaces Tune's table; per-evaluation lines come from the MLflow logger
         ),
     )
 
