@@ -32,7 +32,7 @@ def assert_sweep_logged(db: Path, n_trials: int) -> None:
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.csv", "pareto_front.html", "pareto_front.png"} <= artifacts
     assert "base/pass_at_1" in parent.data.metrics
-    assert "### Pareto front" in parent.data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert "### Pareto front, on the test split" in parent.data.tags["mlflow.note.content"]  # the run's description in the UI: the reported front
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     for child in children:
         assert child.info.status == "FINISHED"

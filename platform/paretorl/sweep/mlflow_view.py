@@ -100,11 +100,12 @@ HOW_TO_READ = (
 )
 
 
-def sweep_note(name: str, front: list[dict], base: dict | None, maximize: str, minimize: str, knobs: list[str], space_md: str) -> str:
+def sweep_note(name: str, front: list[dict], base: dict | None, maximize: str, minimize: str, knobs: list[str], space_md: str,
+               split: str = "the eval split (selection; the test front replaces it when the sweep ends)") -> str:
     """The parent run's description (markdown): front, base policy, search space, how to read it."""
     acc = metric_label(maximize)
     parts = [f"**Sweep `{name}`**: the Pareto front of {acc} (maximised) against mean tokens (minimised)."]
-    parts += ["### Pareto front", front_markdown(front, base, maximize, minimize, knobs) if front else "_No checkpoint evaluated yet: the front appears as trials report._"]
+    parts += [f"### Pareto front, on {split}", front_markdown(front, base, maximize, minimize, knobs) if front else "_No checkpoint evaluated yet: the front appears as trials report._"]
     if base:
         figures = [f"{metric_label(k)} {_cell(v, '.3f')}" for k, v in sorted(base.items(), key=lambda kv: _k_order(kv[0])) if k.startswith("eval/pass_at_")]
         figures.append(f"mean tokens {_cell(base.get(minimize), '.1f')}")

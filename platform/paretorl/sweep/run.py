@@ -222,6 +222,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     eval_front = logger.refresh_front()
     try:  # the eval front's checkpoints and the base policy on the test split: the reported front
         report = report_on_test(prep, logger.points, eval_front, client, parent_id, log=console.print)
+        logger.describe_test_front(report["front"], report["base"])
     except BaseException:
         client.set_terminated(parent_id, status="FAILED")
         raise

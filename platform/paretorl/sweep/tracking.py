@@ -185,6 +185,15 @@ class MLflowSweepLogger(Callback):
             self.client.set_tag(self.parent_run_id, NOTE_TAG, sweep_note(front=front, base=base, maximize=self.maximize, minimize=self.minimize, **self.note))
         return front
 
+    def describe_test_front(self, front: list[dict], base: dict) -> None:
+        """The parent run's description shows the reported (test) front once the sweep has ended."""
+        if not self.note:
+            return
+        as_eval = lambda p: {**p, self.maximize: p.get("test_pass_at_k"), self.minimize: p.get("test_mean_tokens")}  # noqa: E731
+        split = "the test split (report only: never seen by the search; 95% intervals in pareto_front.csv)"
+        note = sweep_note(front=[as_eval(p) for p in front], base=as_eval(base), maximize=self.maximize, minimize=self.minimize, split=split, **self.note)
+        self.client.set_tag(self.parent_run_id, NOTE_TAG, note)
+
     def _save(self) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
