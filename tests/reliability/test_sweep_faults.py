@@ -72,6 +72,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, cach
         assert steps == [1, 2, 3], (child.data.tags["paretorl.trial_id"], steps)
     assert {c.data.tags["paretorl.trial_id"]: c.info.end_time for c in children}[first] == ended[first]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert "pareto_front.csv" in artifacts
+    assert {"pareto_front.csv", "cutoff_front.csv"} <= artifacts  # the resumed sweep ends with its test report
+    assert "Pareto front on the test split" in resumed.output
     front = (tmp_path / "runs" / "resume" / "trials_state.json").read_text()
     assert all(t in front for t in (first, second))

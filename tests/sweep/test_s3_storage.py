@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +100,11 @@ def test_s3_sweep_resumes_from_the_store_without_gap_or_repeat(s3_sweep):
     assert steps == list(range(1, STEPS + 1))
     restored = [m.value for m in client.get_metric_history(children[0].info.run_id, "train/restored_from_step")]
     assert max(restored) >= 2  # the resumed trial continued from a checkpoint read back from the store
-    assert not (s3_sweep["tmp"] / "runs").exists()  # no local sweep folder
+    assert not (s3_sweep["tmp"] / "runs").exists() and not (s3_sweep["tmp"] / "s3:").exists()  # no local sweep folder
+    # the test report re-evaluated the front's checkpoints from the bucket, not only the base
+    flat = " ".join(s3_sweep["output"].split())
+    assert re.search(r"test split: \d+ policies re-evaluated \(([1-9]\d*) eval-front checkpoints and the base\)", flat), flat[-3000:]
+    assert "no checkpoint at" not in flat
 
 
 def test_s3_sweep_files_checkpoints_and_front_links_are_in_the_bucket(s3_sweep):

@@ -8,15 +8,18 @@ not the head's CPU. The app lives for one evaluation and is deleted after it.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 
 from paretorl.evaluate.passk_eval import evaluate_policy
 
 
-def evaluate_model_dir(model_dir: str, rows: list[dict], task, eval_cfg, rollout_cfg, seed: int, accelerator: str = "GPU") -> dict[str, float]:
-    """Held-out pass@k and token metrics of the policy in `model_dir` (local or s3://) on `rows`.
+@contextmanager
+def rollout_app(model_dir: str, rollout_cfg, accelerator: str = "GPU"):
+    """(rollout, tokenizer) for the policy in `model_dir` (local or s3://): a rollout Serve app with
+    `rollout_cfg` (paretorl.config.RolloutConfig) that samples with version 0, the weights in
+    `model_dir`; deleted on exit. Needs a running Ray with Serve started (sweep.run.start_ray).
 
-    eval_cfg: paretorl.config.EvalConfig; rollout_cfg: paretorl.config.RolloutConfig. Needs a
-    running Ray with Serve started (`paretorl.sweep.run.start_ray`).
+    `rollout.generate(prompts, params, version=0)` is the learner's rollout interface.
     """
     import ray
     from ray import serve
@@ -33,8 +36,14 @@ def evaluate_model_dir(model_dir: str, rows: list[dict], task, eval_cfg, rollout
     try:
         handle = start_rollout_app(name, str(model_dir), f"{name}-weights", rollout_cfg, accelerator)
         replicas = rollout_cfg.autoscaling.get("min_replicas", 1) if rollout_cfg.autoscaling else rollout_cfg.replicas
-        client = RolloutClient(handle, max(1, replicas), tokenizer.pad_token_id)
-        return evaluate_policy(client, 0, tokenizer, task, rows, eval_cfg, seed=seed)
+        yield RolloutClient(handle, max(1, replicas), tokenizer.pad_token_id), tokenizer
     finally:
         serve.delete(name)
         ray.kill(registry)
+
+
+def evaluate_model_dir(model_dir: str, rows: list[dict], task, eval_cfg, rollout_cfg, seed: int, accelerator: str = "GPU") -> dict[str, float]:
+    """Held-out pass@k and token metrics (evaluate_policy's) of the policy in `model_dir` on `rows`,
+    sampled by a `rollout_app`. eval_cfg: paretorl.config.EvalConfig."""
+    with rollout_app(model_dir, rollout_cfg, accelerator) as (rollout, tokenizer):
+        return evaluate_policy(rollout, 0, tokenizer, task, rows, eval_cfg, seed=seed)
