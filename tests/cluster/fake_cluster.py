@@ -120,6 +120,9 @@ def fake_cluster(tmp_path: Path, declared_gpus: int, env_overrides: dict | None 
         wait_until(job_api_up, 180, "the head's job API", interval=2)
         yield cluster
     finally:
+        # the cluster's logs outlive it, beside the test's other files (the Ray temp dir is removed)
+        shutil.copytree(temp_dir / "session_latest" / "logs", tmp_path / "ray-logs", symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.sock", "events", "export_events"))
         os.killpg(proc.pid, signal.SIGTERM)  # --block stops the head's processes; the group holds the fake workers too
         try:
             proc.wait(timeout=60)
