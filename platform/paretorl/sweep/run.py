@@ -185,6 +185,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
 
     from paretorl.config import flatten
     from paretorl.sweep.space import optuna_sampler
+    from paretorl.sweep.stopping import tune_extras
     from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
 
@@ -211,9 +212,10 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
             metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
         )
         write_record(prep.sweep_dir, experiment_id=exp_id, parent_run_id=parent_id)
+    extras = tune_extras(space, prep.sweep_dir, tracking_uri, parent_id, base_eval)  # scheduler, CPU budget, hypervolume trace
     logger = MLflowSweepLogger(
         tracking_uri, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
-        base_point={"trial": "base", "step": 0, **base_eval},
+        base_point={"trial": "base", "step": 0, **base_eval}, end_tags=extras.end_tags,
     )
 
     if arms is None:
@@ -238,7 +240,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     if tune.Tuner.can_restore(tune_path):  # finished trials stay finished; unfinished ones continue from their checkpoints
         tuner = tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
     else:
-        tuner = _new_tuner(trainable, searcher, space, storage, name, logger, param_space, num_samples)
+        tuner = _new_tuner(trainable, searcher, space, storage, name, logger, param_space, num_samples, extras)
     started = time.time()
     try:
         grid = tuner.fit()
@@ -254,17 +256,18 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
             "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
 
 
-def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger, param_space: dict | None, num_samples: int):
+def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger, param_space: dict | None, num_samples: int, extras):
     from ray import tune
 
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, max_concurrent_trials=space.budget.max_concurrent),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=extras.scheduler, num_samples=num_samples, max_concurrent_trials=space.budget.max_concurrent),
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[logger],
+            callbacks=[logger, *extras.callbacks],
+            stop=extras.stop,
             verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
         ),
     )

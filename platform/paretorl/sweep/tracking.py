@@ -14,6 +14,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
+from paretorl.sweep.stopping import STOPPED_TAG
 
 LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
 
@@ -61,8 +62,10 @@ class MLflowSweepLogger(Callback):
     unpickles this callback) continues the same MLflow runs and never logs a step twice.
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None,
+                 end_tags=None):
         self.tracking_uri = tracking_uri
+        self.end_tags = end_tags  # trial id -> tags for its run when it ends (e.g. stopped early by MO-ASHA); picklable
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics
@@ -85,7 +88,7 @@ class MLflowSweepLogger(Callback):
             self.last_step = saved.get("last_step", {})
 
     def __getstate__(self):
-        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path")
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path", "end_tags")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state):
@@ -144,7 +147,15 @@ class MLflowSweepLogger(Callback):
             )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, "FINISHED")
+        self._finish(trial, "FINISHED", self.end_tags(trial.trial_id) if self.end_tags else None)
+
+    def on_experiment_end(self, trials, **info):
+        # Tune ends a sweep with trials still running only when its CPU budget is spent
+        # (budget.cpu_seconds); it stops them without on_trial_complete, so close their runs here.
+        for trial in trials:
+            run_id = self.runs.get(trial.trial_id)
+            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
+                self._finish(trial, "FINISHED", {STOPPED_TAG: "budget"})
 
     def on_trial_error(self, iteration, trials, trial, **info):
         message = _error_message(trial)
@@ -153,10 +164,12 @@ class MLflowSweepLogger(Callback):
         self._finish(trial, "FAILED")
 
     # --- helpers ------------------------------------------------------------------------
-    def _finish(self, trial, status: str) -> None:
+    def _finish(self, trial, status: str, tags: dict | None = None) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
+        for key, value in (tags or {}).items():
+            self.client.set_tag(run_id, key, value)
         curves = self.curves.get(trial.trial_id)
         if curves:
             with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +179,8 @@ class MLflowSweepLogger(Callback):
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
         self._save()
-        print(f"[trial] {trial.trial_id} {status.lower()}", flush=True)
+        stopped = (tags or {}).get(STOPPED_TAG)
+        print(f"[trial] {trial.trial_id} {status.lower()}" + (f" (stopped early: {stopped})" if stopped else ""), flush=True)
         self.refresh_front()
 
     def refresh_front(self) -> list[dict]:
