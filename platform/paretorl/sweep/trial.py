@@ -49,21 +49,23 @@ class ReleaseTrialApps(tune.Callback):
     """
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        _delete_app(rollout_app_name(trial.trial_id))
+        _release(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        _delete_app(rollout_app_name(trial.trial_id))
+        _release(trial.trial_id)
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:
-            _delete_app(rollout_app_name(trial.trial_id))
+            _release(trial.trial_id)
 
 
-def _delete_app(name: str) -> None:
+def _release(trial_id: str) -> None:
     from ray import serve
 
+    name = rollout_app_name(trial_id)
     if name in serve.status().applications:
         serve.delete(name)
+        print(f"[trial] {trial_id}: rollout app {name} released", flush=True)
 
 
 def run_trial(sampled: dict, base: dict, shared: dict) -> None:
