@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--random-trials", type=int, default=12, help="trials of random search; their CPU-seconds are the budget (default 12)")
     p.add_argument("--max-trials-factor", type=float, default=4.0, help="a budgeted method may start this many times --random-trials (default 4)")
     p.add_argument("--tpe-startup", type=int, default=None, help="TPE's random startup trials (default: max(initial points, random trials // 3)); 0: the product's sampler as is")
+    p.add_argument("--retries", type=int, default=1, help="resume a run that died this many times before giving up (default 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 4 random trials of 4 steps, tiny evaluations, no initial points: minutes")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-search[-quick])")
     p.add_argument("--cache-dir", default=None, help="SFT cache (default: $PARETORL_CACHE or ~/.cache/paretorl)")
@@ -152,11 +153,15 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
     started = time.time()
     log = args.out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as out:
-        proc = subprocess.run([sys.executable, __file__, "--_one", json.dumps({"argv": argv, "tpe_startup": startup})],
-                              stdout=out, stderr=subprocess.STDOUT, cwd=args.out)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {proc.returncode}); its output: {log}")
+    for attempt in range(args.retries + 1):  # the same command resumes the sweep where it died
+        with open(log, "a") as out:
+            proc = subprocess.run([sys.executable, __file__, "--_one", json.dumps({"argv": argv, "tpe_startup": startup})],
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=args.out)
+        if proc.returncode == 0:
+            break
+        print(f"{name} failed (exit {proc.returncode}, attempt {attempt + 1} of {args.retries + 1}); its output: {log}", flush=True)
+    else:
+        raise SystemExit(f"{name} failed {args.retries + 1} times; its output: {log}; the same command resumes it")
     summary = summarize_run(sweep_dir, method, seed, time.time() - started)
     done.write_text(json.dumps(summary, indent=1))
     return summary

@@ -94,19 +94,30 @@ def test_cpu_budget_ends_the_sweep_once_spent_and_counts_on_after_a_restart(tmp_
     assert pickle.loads(pickle.dumps(budget)).stop_all()
 
 
-def test_a_stopped_trial_run_is_finished_and_tagged(tmp_path, store):
+@pytest.mark.parametrize("budget_spent", [True, False])
+def test_a_stopped_trial_run_is_finished_and_tagged(tmp_path, store, budget_spent):
+    from paretorl.sweep.moasha import MOASHA
+    from paretorl.sweep.stopping import EndTags
+
     uri, client, exp, parent = store
-    tags = {"stopped": {"paretorl.stopped_early": "rung-4"}}
-    logger = MLflowSweepLogger(uri, exp, parent, METRICS, tmp_path / "state.json", end_tags=lambda tid: tags.get(tid, {}))
+    moasha = MOASHA(METRICS, 20, 4, 3, (1.0, 64.0), tmp_path / "moasha.json")
+    moasha.decide("done", report(4, 1.0, (0.5, 10.0)))
+    moasha.decide("stopped", report(4, 1.0, (0.4, 20.0)))  # dominated: stopped at rung 4
+    (tmp_path / "trace.json").write_text('{"cpu_seconds": %d, "points": [], "trace": []}' % (50 if budget_spent else 10))
+    end_tags = EndTags(moasha.state_path, tmp_path / "trace.json", cpu_budget=50.0)
+    logger = MLflowSweepLogger(uri, exp, parent, METRICS, tmp_path / "state.json", end_tags=end_tags)
     trials = [SimpleNamespace(trial_id=t, config={}, error_file=None) for t in ("stopped", "done", "cut")]
     for trial in trials:
         logger.on_trial_start(0, trials, trial)
         logger.on_trial_result(0, trials, trial, {**report(4, 1.0, (0.5, 10.0)), "timestamp": 1})
     logger.on_trial_complete(0, trials, trials[0])
     logger.on_trial_complete(0, trials, trials[1])
-    logger.on_experiment_end(trials)  # the budget ended the sweep while "cut" was running
+    logger.on_experiment_end(trials)  # Tune ended the sweep while "cut" was running
 
     runs = {t.trial_id: client.get_run(logger.runs[t.trial_id]) for t in trials}
+    if not budget_spent:  # the sweep died (e.g. the driver was killed): "cut" stays open for --resume
+        assert runs["cut"].info.status == "RUNNING" and "paretorl.stopped_early" not in runs["cut"].data.tags
+        return
     assert {t: r.info.status for t, r in runs.items()} == {"stopped": "FINISHED", "done": "FINISHED", "cut": "FINISHED"}
     assert {t: r.data.tags.get("paretorl.stopped_early") for t, r in runs.items()} == {"stopped": "rung-4", "done": None, "cut": "budget"}
     assert {p["trial"] for p in logger.points} == {"stopped", "done", "cut"}  # their evaluations stay on the front

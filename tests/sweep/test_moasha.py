@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from paretorl.sweep.moasha import MOASHA, StopTags, crowding_order, epsilon_net_order, rank_order, rungs
+from paretorl.sweep.moasha import MOASHA, crowding_order, epsilon_net_order, rank_order, rungs
 
 METRICS = ("eval/pass_at_4", "eval/mean_tokens")
 SCALE = (1.0, 64.0)  # pass@k 0..1, tokens 0..64: the hypervolume box
@@ -118,14 +118,22 @@ def test_state_survives_a_driver_restart(tmp_path):
     assert other.recorded == s.recorded and other.stopped == s.stopped
 
 
-def test_stop_tags_name_the_rung(tmp_path):
+def test_end_tags_name_the_rung_or_the_budget(tmp_path):
+    from paretorl.sweep.stopping import EndTags
+
     s = scheduler(tmp_path)
-    tags = StopTags(s.state_path)
+    trace = tmp_path / "trace.json"
+    tags = EndTags(s.state_path, trace, cpu_budget=100.0)
     assert tags("t1") == {}  # no state yet
     s.decide("t1", evaluated(4, C))
     s.decide("t2", evaluated(4, E))
     assert tags("t1") == {}
     assert pickle.loads(pickle.dumps(tags))("t2") == {"paretorl.stopped_early": "rung-4"}
+    trace.write_text('{"cpu_seconds": 99.0, "points": [], "trace": []}')
+    assert tags.sweep_end("t1") is None  # the sweep ended before its budget: it died, its runs stay open
+    trace.write_text('{"cpu_seconds": 100.0, "points": [], "trace": []}')
+    assert tags.sweep_end("t1") == {"paretorl.stopped_early": "budget"}
+    assert EndTags(None, trace, None)("t2") == {} and EndTags(None, trace, None).sweep_end("t1") is None
 
 
 def test_bad_settings_are_refused(tmp_path):

@@ -74,7 +74,7 @@ def test_tune_extras_build_the_scheduler_the_trace_and_the_budget(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     fifo = tune_extras(load_space(space_file(tmp_path)), tmp_path / "a", uri, "parent")
-    assert fifo.scheduler is None and fifo.stop is None and fifo.end_tags is None
+    assert fifo.scheduler is None and fifo.stop is None and fifo.end_tags("any") == {}
     assert isinstance(fifo.callbacks[0], HypervolumeTrace)
 
     space = load_space(space_file(tmp_path, "scheduler: {type: moasha}\nbudget: {cpu_seconds: 100}\n"))

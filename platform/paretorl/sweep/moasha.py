@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from paretorl.sweep.stopping import STOPPED_TAG
-
 log = logging.getLogger(__name__)
 
 TIE_BREAKS = ("epsilon_net", "crowding")
@@ -198,17 +196,3 @@ class MOASHA(FIFOScheduler):
     def debug_string(self) -> str:
         rows = ", ".join(f"step {r}: {len(v)} recorded" for r, v in self.recorded.items())
         return f"Using MO-ASHA (eta {self.eta:g}, {self.tie_break}): {rows}; {len(self.stopped)} stopped"
-
-
-class StopTags:
-    """The MLflow tags a trial's run gets when it ends: `paretorl.stopped_early=rung-<step>` if
-    MO-ASHA stopped it. Reads the scheduler's state file, so it survives pickling and restores."""
-
-    def __init__(self, state_path: str | Path):
-        self.state_path = Path(state_path)
-
-    def __call__(self, trial_id: str) -> dict[str, str]:
-        if not self.state_path.exists():
-            return {}
-        rung = json.loads(self.state_path.read_text())["stopped"].get(trial_id)
-        return {STOPPED_TAG: f"rung-{rung}"} if rung is not None else {}

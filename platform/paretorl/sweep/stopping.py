@@ -10,9 +10,10 @@ The settings validate without Ray; `tune_extras` (called by sweep/run.py) import
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,6 +66,32 @@ def reference_point(space, base_cfg) -> tuple[float, float]:
     return ref.pass_k, ref.tokens if ref.tokens is not None else float(base_cfg.eval.max_new_tokens)
 
 
+class EndTags:
+    """The MLflow tags a trial's run gets when it ends without reaching its last step.
+
+    Called with a trial id when the trial completes: `paretorl.stopped_early = rung-<step>` if
+    MO-ASHA stopped it. `sweep_end` is asked for trials still running when Tune ends the sweep:
+    `budget` if the CPU budget was spent, else None (the sweep died: leave the runs for --resume).
+    Reads the scheduler's and the trace's files, so it survives pickling and restores.
+    """
+
+    def __init__(self, scheduler_state: Path | None, trace: Path, cpu_budget: float | None):
+        self.scheduler_state, self.trace, self.cpu_budget = scheduler_state, Path(trace), cpu_budget
+
+    def __call__(self, trial_id: str) -> dict[str, str]:
+        if self.scheduler_state is None or not Path(self.scheduler_state).exists():
+            return {}
+        rung = json.loads(Path(self.scheduler_state).read_text())["stopped"].get(trial_id)
+        return {STOPPED_TAG: f"rung-{rung}"} if rung is not None else {}
+
+    def sweep_end(self, trial_id: str) -> dict[str, str] | None:
+        from paretorl.sweep.hypervolume import read_trace
+
+        if self.cpu_budget and read_trace(self.trace)["cpu_seconds"] >= self.cpu_budget:
+            return {STOPPED_TAG: "budget"}
+        return None
+
+
 @dataclass
 class TuneExtras:
     """The scheduler, stopper and callbacks a sweep's Tuner gets, and its trials' end-of-run MLflow tags."""
@@ -72,12 +99,12 @@ class TuneExtras:
     scheduler: Any = None  # None: Tune's FIFO
     stop: Any = None
     callbacks: list = field(default_factory=list)
-    end_tags: Callable[[str], dict] | None = None
+    end_tags: EndTags | None = None
 
 
 def tune_extras(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, base_eval: dict | None = None) -> TuneExtras:
     from paretorl.sweep.hypervolume import CpuBudget, HypervolumeTrace, trial_cpus
-    from paretorl.sweep.moasha import MOASHA, StopTags
+    from paretorl.sweep.moasha import MOASHA
     from paretorl.sweep.trial import ReleaseTrialApps
 
     cfg = space.trial_config({})
@@ -87,12 +114,12 @@ def tune_extras(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, b
     extras = TuneExtras(callbacks=[trace, ReleaseTrialApps()])
     if space.budget.cpu_seconds:
         extras.stop = CpuBudget(space.budget.cpu_seconds, cpus, trace.state_path)
-    spec = space.scheduler
+    spec, state = space.scheduler, None
     if spec.type == "moasha":
         state = Path(sweep_dir) / SCHEDULER_STATE
         extras.scheduler = MOASHA(
             metrics, cfg.train.steps, spec.grace_steps, spec.reduction_factor,
             scale=(1.0 - reference[0], reference[1]), state_path=state, tie_break=spec.tie_break,
         )
-        extras.end_tags = StopTags(state)
+    extras.end_tags = EndTags(state, trace.state_path, space.budget.cpu_seconds)
     return extras

@@ -65,7 +65,7 @@ class MLflowSweepLogger(Callback):
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None,
                  end_tags=None):
         self.tracking_uri = tracking_uri
-        self.end_tags = end_tags  # trial id -> tags for its run when it ends (e.g. stopped early by MO-ASHA); picklable
+        self.end_tags = end_tags  # sweep.stopping.EndTags: tags for a run that ends before its last step; picklable
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics
@@ -150,12 +150,14 @@ class MLflowSweepLogger(Callback):
         self._finish(trial, "FINISHED", self.end_tags(trial.trial_id) if self.end_tags else None)
 
     def on_experiment_end(self, trials, **info):
-        # Tune ends a sweep with trials still running only when its CPU budget is spent
-        # (budget.cpu_seconds); it stops them without on_trial_complete, so close their runs here.
+        # A spent CPU budget (budget.cpu_seconds) ends the sweep with trials running, without
+        # on_trial_complete: close their runs here. After a crash, end_tags says None: the runs
+        # stay open for --resume to continue.
         for trial in trials:
             run_id = self.runs.get(trial.trial_id)
-            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
-                self._finish(trial, "FINISHED", {STOPPED_TAG: "budget"})
+            tags = self.end_tags.sweep_end(trial.trial_id) if self.end_tags and run_id else None
+            if tags is not None and self.client.get_run(run_id).info.status == "RUNNING":
+                self._finish(trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         message = _error_message(trial)
