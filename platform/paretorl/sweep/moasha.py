@@ -149,9 +149,7 @@ class MOASHA(FIFOScheduler):
         tmp.replace(path)
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("recorded"), state.pop("stopped")
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in ("recorded", "stopped")}  # the file holds those
 
     def __setstate__(self, state):
         self.__dict__.update(state)
