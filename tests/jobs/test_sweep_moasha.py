@@ -13,8 +13,9 @@ from tests.reliability.sweeps import Job, tiny_space
 def test_a_dominated_trial_is_stopped_at_its_rung_and_tagged(tmp_path, cache_dir):
     # Two normal trials start together; the third samples its evaluations at temperature 8 (near-random
     # text, cut at the token limit: pass@4 near 0 at ~48 tokens) and starts only once a slot is free,
-    # so it reaches the rung at step 2 after both others and is dominated by them: rank 3 of 3, with
-    # eta 2 only the top 2 * rank < 3 continue.
+    # so it reaches the rung at step 2 after both others and is dominated by them. With eta 1.5 a
+    # trial continues iff 1.5 * rank < n (0-based): the second normal trial does whatever its rank
+    # (1.5 < 2), the third stops at rank 2 of 3 (3 >= 3). Rung 3 catches nothing: step 4 is the last.
     path = tiny_space(
         tmp_path / "moasha.yaml",
         params={"algo.objective": {"type": "categorical", "choices": ["grpo", "maxrl"]}, "eval.temperature": {"type": "categorical", "choices": [1.0, 8.0]}},
@@ -26,7 +27,7 @@ def test_a_dominated_trial_is_stopped_at_its_rung_and_tagged(tmp_path, cache_dir
         trials=3, max_concurrent=2, steps=4,
     )
     space = yaml.safe_load(path.read_text())
-    space["scheduler"] = {"type": "moasha", "grace_steps": 2, "reduction_factor": 2}
+    space["scheduler"] = {"type": "moasha", "grace_steps": 2, "reduction_factor": 1.5}
     space["trial"]["eval"]["every"] = 2
     path.write_text(yaml.safe_dump(space))
 

@@ -99,6 +99,13 @@ def test_a_late_first_evaluation_is_ranked_at_the_highest_rung_it_passed(tmp_pat
     assert list(s.recorded[4]) == ["t1"] and not s.recorded[2]
 
 
+def test_the_last_step_is_never_ranked(tmp_path):
+    s = MOASHA(METRICS, max_steps=4, grace_steps=2, reduction_factor=1.5, scale=SCALE, state_path=tmp_path / "m.json")
+    assert s.rung_steps == [2, 3]
+    s.decide("t1", evaluated(4, A))  # evaluations every 2 steps: step 4 is past rung 3, but it is the trial's end
+    assert s.decide("t2", evaluated(4, E)) == CONTINUE and s.recorded[3] == {} and s.stopped == {}
+
+
 def test_state_survives_a_driver_restart(tmp_path):
     s = scheduler(tmp_path)
     as_pickled_at_start = pickle.dumps(s)  # Tuner.restore unpickles the scheduler of the sweep's start

@@ -172,6 +172,8 @@ class MOASHA(FIFOScheduler):
         if not result.get("evaluated"):
             return TrialScheduler.CONTINUE
         step = int(result["step"])
+        if step >= self.max_steps:  # the trial ends here anyway: no decision to make, nothing to record
+            return TrialScheduler.CONTINUE
         rung = next((r for r in reversed(self.rung_steps) if r <= step), None)
         if rung is None or trial_id in self.recorded[rung]:
             return TrialScheduler.CONTINUE
