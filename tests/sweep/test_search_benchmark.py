@@ -43,7 +43,7 @@ def test_each_method_gets_its_sampler_scheduler_and_budget(tmp_path):
     args = bench.parse_args(["--out", str(tmp_path)])
     random = bench.run_space(args, "random", 1, None)
     assert (random["sampler"], random["seed"], random["trial"]["train"]["seed"]) == ("random", 1, 1)
-    assert random["budget"]["trials"] == 12 and "cpu_seconds" not in random["budget"] and "scheduler" not in random
+    assert random["budget"]["trials"] == 12 and "cpu_seconds" not in random["budget"] and random.get("scheduler", {"type": "fifo"}) == {"type": "fifo"}
     moasha = bench.run_space(args, "tpe_moasha", 2, 1234.56)
     assert moasha["sampler"] == "tpe" and moasha["budget"] == {"trials": 48, "max_concurrent": 2, "cpu_seconds": 1234.6}
     assert moasha["scheduler"] == {"type": "moasha", "grace_steps": 4, "reduction_factor": 3}  # grace = eval.every
