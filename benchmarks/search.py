@@ -138,7 +138,10 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
     sweep_dir = args.out / "runs" / name
     done = sweep_dir / "bench_run.json"
     if done.exists():
-        return json.loads(done.read_text())
+        summary = json.loads(done.read_text())
+        if budget is not None and summary.get("budget") != round(budget, 1):
+            raise SystemExit(f"{name} was run with a budget of {summary.get('budget')} CPU-s, now {budget:.1f} (other random runs?): use another --out")
+        return summary
     space = run_space(args, method, seed, budget)
     space_path = args.out / "spaces" / f"{name}.yaml"
     space_path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +151,7 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
     argv += ["--task", args.task] if args.task else []
     argv += ["--cache-dir", args.cache_dir] if args.cache_dir else []
     startup = tpe_startup(args, space) if method.startswith("tpe") else 0
-    print(f"== {name}: {'budget %.0f CPU-s' % budget if budget else f'{args.random_trials} trials'}"
+    print(f"== {name}: {f'budget {budget:.0f} CPU-s' if budget else f'{args.random_trials} trials'}"
           f"{f', TPE startup {startup}' if startup else ''} ({sweep_dir})", flush=True)
     started = time.time()
     log = args.out / "logs" / f"{name}.log"
@@ -156,13 +159,13 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
     for attempt in range(args.retries + 1):  # the same command resumes the sweep where it died
         with open(log, "a") as out:
             proc = subprocess.run([sys.executable, __file__, "--_one", json.dumps({"argv": argv, "tpe_startup": startup})],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=args.out)
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=args.out, check=False)
         if proc.returncode == 0:
             break
         print(f"{name} failed (exit {proc.returncode}, attempt {attempt + 1} of {args.retries + 1}); its output: {log}", flush=True)
     else:
         raise SystemExit(f"{name} failed {args.retries + 1} times; its output: {log}; the same command resumes it")
-    summary = summarize_run(sweep_dir, method, seed, time.time() - started)
+    summary = {**summarize_run(sweep_dir, method, seed, time.time() - started), "budget": None if budget is None else round(budget, 1)}
     done.write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -230,7 +233,7 @@ def plot(runs: dict[str, list[dict]], budget: float, path: Path) -> None:
 
 
 def print_table(runs: dict[str, list[dict]], result: dict) -> None:
-    print(f"\n| method | hypervolume at budget, per seed | CPU to match random / budget, per seed (median) | trials (stopped at a rung) | wall s |")
+    print("\n| method | hypervolume at budget, per seed | CPU to match random / budget, per seed (median) | trials (stopped at a rung) | wall s |")
     print("|---|---|---|---|---|")
     for method, rs in runs.items():
         match = result["cpu_to_match_random_per_seed"].get(method)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +36,7 @@ class MOASHASpec(_Strict):
     tie_break: Literal["epsilon_net", "crowding"] = Field("epsilon_net", description="order inside a non-dominated front")
 
 
-SchedulerSpec = Annotated[Union[FIFOSpec, MOASHASpec], Field(discriminator="type")]
+SchedulerSpec = Annotated[FIFOSpec | MOASHASpec, Field(discriminator="type")]
 
 
 class ReferencePoint(_Strict):
