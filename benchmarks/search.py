@@ -13,8 +13,8 @@ its learner and rollout replicas reserve (paretorl/sweep/hypervolume.py). Hyperv
 front's share of the box between (pass@k 1, 0 tokens) and the reference (pass@k 0, eval
 max_new_tokens), the base policy included, as logged in `sweep/hypervolume`.
 
-TPE sizing: `n_startup_trials = max(initial points, random trials // 3)` instead of Optuna's 10,
-which would leave TPE random at these budgets (`--tpe-startup 0` keeps the product's sampler).
+Searcher sizing: the product's rule (sweep/space.py `search_plan`) for the trials random search
+runs, not for the trial cap a budgeted run gets (which would leave TPE random for its budget).
 
 Every method-seed run is a sweep of its own (`<out>/runs/<method>-s<seed>`, one process and one
 local Ray each, experiment `paretorl-bench-search` in `<out>/mlflow.db`), so a crash loses one
@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT / "platform"))  # runs from a checkout
 
 METHODS = ("random", "tpe", "tpe_moasha", "nsga2")
 EXPERIMENT = "paretorl-bench-search"
-QUICK = {  # tiny trials: every method's path (rungs at step 2 of 4) in minutes
+QUICK = {  # jobs/sweep.py --smoke-test's trials, 4 steps: every method's path (rungs at step 2) in minutes
     "trial": {
-        "task": {"n_train": 400, "n_eval": 16},
+        "task": {"n_train": 400, "n_eval": 16, "n_test": 32},
         "sft": {"steps": 150, "n_demos": 1500},
         "train": {"steps": 4, "prompts_per_step": 8, "samples_per_prompt": 4},
-        "eval": {"every": 2, "n_prompts": 16, "n_samples": 4},
+        "eval": {"every": 2, "n_prompts": 16, "n_samples": 4, "test_samples": 4},
     },
     "initial_points": [],  # else every method would spend the tiny budget on the same fixed points
 }
@@ -67,7 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     p.add_argument("--random-trials", type=int, default=12, help="trials of random search; their CPU-seconds are the budget (default 12)")
     p.add_argument("--max-trials-factor", type=float, default=4.0, help="a budgeted method may start this many times --random-trials (default 4)")
-    p.add_argument("--tpe-startup", type=int, default=None, help="TPE's random startup trials (default: max(initial points, random trials // 3)); 0: the product's sampler as is")
     p.add_argument("--retries", type=int, default=1, help="resume a run that died this many times before giving up (default 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 4 random trials of 4 steps, tiny evaluations, no initial points: minutes")
     p.add_argument("--out", default=None, help="output folder (default: runs/bench-search[-quick])")
@@ -106,24 +105,25 @@ def run_space(args, method: str, seed: int, budget: float | None) -> dict:
     return space
 
 
-def tpe_startup(args, space: dict) -> int:
-    if args.tpe_startup is not None:
-        return args.tpe_startup
-    return max(len(space.get("initial_points", [])), args.random_trials // 3)
+def search_plan(args, space: dict):
+    """The searcher's plan (startup trials or population) for the trials random search runs."""
+    from paretorl.sweep.space import SearchSpace, search_plan
+
+    return search_plan(SearchSpace.model_validate({**space, "budget": {**space["budget"], "trials": args.random_trials, "cpu_seconds": None}}))
 
 
 def run_one(spec_json: str) -> int:
-    """In a child process: size TPE if asked, then jobs/sweep.py's main on the run's space file."""
+    """In a child process: size the searcher for `sized_trials` if given, then jobs/sweep.py's main."""
     import importlib.util
 
     spec = json.loads(spec_json)
-    if spec["tpe_startup"]:
-        import optuna
-
+    if spec["sized_trials"]:
         import paretorl.sweep.space as space_mod
 
-        def sized(space):  # sweep.run.run() looks optuna_sampler up at call time
-            return optuna.samplers.TPESampler(seed=space.seed, multivariate=True, n_startup_trials=spec["tpe_startup"])
+        product_sampler = space_mod.optuna_sampler
+
+        def sized(space):  # optuna_search looks optuna_sampler up at call time
+            return product_sampler(space.model_copy(update={"budget": space.budget.model_copy(update={"trials": spec["sized_trials"]})}))
 
         space_mod.optuna_sampler = sized
     loader = importlib.util.spec_from_file_location("sweep_job", ROOT / "jobs" / "sweep.py")
@@ -150,15 +150,15 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
             "--mlflow-uri", f"sqlite:///{args.out / 'mlflow.db'}", "--experiment", EXPERIMENT]
     argv += ["--task", args.task] if args.task else []
     argv += ["--cache-dir", args.cache_dir] if args.cache_dir else []
-    startup = tpe_startup(args, space) if method.startswith("tpe") else 0
-    print(f"== {name}: {f'budget {budget:.0f} CPU-s' if budget else f'{args.random_trials} trials'}"
-          f"{f', TPE startup {startup}' if startup else ''} ({sweep_dir})", flush=True)
+    sized = args.random_trials if budget is not None else None
+    plan = f", {search_plan(args, space).describe()} (sized for {sized} trials)" if sized else ""
+    print(f"== {name}: {f'budget {budget:.0f} CPU-s' if budget else f'{args.random_trials} trials'}{plan} ({sweep_dir})", flush=True)
     started = time.time()
     log = args.out / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(args.retries + 1):  # the same command resumes the sweep where it died
         with open(log, "a") as out:
-            proc = subprocess.run([sys.executable, __file__, "--_one", json.dumps({"argv": argv, "tpe_startup": startup})],
+            proc = subprocess.run([sys.executable, __file__, "--_one", json.dumps({"argv": argv, "sized_trials": sized})],
                                   stdout=out, stderr=subprocess.STDOUT, cwd=args.out, check=False)
         if proc.returncode == 0:
             break

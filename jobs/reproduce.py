@@ -34,10 +34,10 @@ except ImportError:  # running from a checkout (e.g. `ray job submit --working-d
 
 QUICK = {  # one seed, alpha 0 and 0.2 only, two steps: every study's path in minutes
     "trial": {
-        "task": {"n_train": 300, "n_eval": 16},
+        "task": {"n_train": 300, "n_eval": 16, "n_test": 32},
         "sft": {"steps": 120, "n_demos": 1000},
         "train": {"steps": 2, "prompts_per_step": 4, "samples_per_prompt": 4},
-        "eval": {"every": 1, "n_prompts": 8, "n_samples": 8},
+        "eval": {"every": 1, "n_prompts": 8, "n_samples": 8, "test_samples": 8},
     },
     "objectives": {"pass_k": 8},
 }
@@ -121,9 +121,11 @@ def main(argv=None) -> int:
 
 
 def launch(sweep_dir: Path, record: dict, design, args) -> int:
+    from paretorl.sweep.console import link_worker_logs, quiet_driver
     from paretorl.sweep.run import console, prepare_and_record, run, start_ray, write_record
     from paretorl.tasks import TaskLoadError
 
+    quiet_driver(args.verbose)
     try:
         prep = prepare_and_record(sweep_dir, record)
     except (TaskLoadError, ValueError, FileNotFoundError) as e:
@@ -137,7 +139,7 @@ def launch(sweep_dir: Path, record: dict, design, args) -> int:
         f"evaluated on {cfg.eval.n_prompts} held-out prompts x {cfg.eval.n_samples} samples"
     )
     started = time.time()
-    start_ray(args.num_cpus)
+    link_worker_logs(sweep_dir, start_ray(args.num_cpus, args.verbose))
     result = run(prep, record["tracking_uri"], record["experiment"], record["name"], arms=record["arms"])
     command = "python jobs/reproduce.py " + " ".join(sys.argv[1:]) if argv_is_cli() else "jobs/reproduce.py (in-process)"
     write_record(sweep_dir, minutes=round((time.time() - started) / 60, 1), trials=result["trials"], failed=len(result["errors"]), command=command.strip())

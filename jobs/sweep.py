@@ -25,10 +25,10 @@ except ImportError:  # running from a checkout (e.g. `ray job submit --working-d
 SMOKE = {
     "budget": {"trials": 2, "max_concurrent": 2},
     "trial": {
-        "task": {"n_train": 400, "n_eval": 16},
+        "task": {"n_train": 400, "n_eval": 16, "n_test": 32},
         "sft": {"steps": 150, "n_demos": 1500},
         "train": {"steps": 2, "prompts_per_step": 8, "samples_per_prompt": 4},
-        "eval": {"every": 2, "n_prompts": 16, "n_samples": 4},
+        "eval": {"every": 2, "n_prompts": 16, "n_samples": 4, "test_samples": 4},
     },
 }
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    return launch(sweep_dir, record, args.num_cpus)
+    return launch(sweep_dir, record, args.num_cpus, args.verbose)
 
 
 def resume(args) -> int:
@@ -110,15 +110,18 @@ def resume(args) -> int:
     if not record:
         print(f"error: {sweep_dir} is not a ParetoRL sweep folder (no sweep.json); it should be <output-dir>/<sweep name>", file=sys.stderr)
         return 2
-    return launch(sweep_dir, record, args.num_cpus)
+    return launch(sweep_dir, record, args.num_cpus, args.verbose)
 
 
-def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
+def launch(sweep_dir: Path, record: dict, num_cpus: int | None, verbose: bool = False) -> int:
     """Prepare, record in `sweep_dir`/sweep.json, and run (or continue) the sweep."""
+    from paretorl.sweep.console import link_worker_logs, quiet_driver
+    from paretorl.sweep.mlflow_view import run_url, ui_address
     from paretorl.sweep.run import console, prepare_and_record, print_front, run, start_ray
     from paretorl.sweep.tracking import mlflow_ui_command
     from paretorl.tasks import TaskLoadError
 
+    quiet_driver(verbose)
     try:
         prep = prepare_and_record(sweep_dir, record)
     except (TaskLoadError, ValueError, FileNotFoundError) as e:
@@ -129,7 +132,7 @@ def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
     import ray
 
     started = time.time()
-    start_ray(num_cpus)
+    logs = link_worker_logs(sweep_dir, start_ray(num_cpus, verbose))
     if space.budget.max_concurrent == "auto":
         from paretorl.sweep.cluster import gpus_per_trial, resolve_max_concurrent
 
@@ -142,14 +145,15 @@ def launch(sweep_dir: Path, record: dict, num_cpus: int | None) -> int:
     uri = record["tracking_uri"]
     result = run(prep, uri, record["experiment"], name)
     maximize, minimize = space.metrics
-    print_front(result["front"], maximize, minimize, list(space.params))
     for trial_id, error in result["errors"].items():
         console.print(f"[red]trial {trial_id} failed:[/red] {error}")
     console.print(f"{result['trials']} trials, {len(result['points'])} evaluated checkpoints, sweep took {time.time() - started:.0f} s")
     if result["errors"]:
         console.print(f"[red]{len(result['errors'])} of {result['trials']} trials failed[/red] (errors above, and tagged paretorl.error on their MLflow runs)")
-    console.print(f"results: {sweep_dir}")
-    console.print(f"browse the front (parent run {result['parent_run_id']}): {mlflow_ui_command(uri)}")
+    console.print(f"results: {sweep_dir}" + (f" (worker logs: {logs})" if logs else ""), soft_wrap=True)
+    url = run_url(ui_address(uri), result["experiment_id"], result["parent_run_id"])
+    console.print(f"browse the front: {mlflow_ui_command(uri)}\n  then open {url}", soft_wrap=True)
+    print_front(result["front"], maximize, minimize, list(space.params), result["cutoff"], result["base"])  # the console ends with the product
     return 0 if len(result["errors"]) < result["trials"] else 1
 
 

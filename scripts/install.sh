@@ -25,6 +25,17 @@ case "$PARETORL_VLLM" in
 esac
 EXTRAS="test,smollm2${PARETORL_EXTRAS:+,$PARETORL_EXTRAS}"
 [ "$PARETORL_VLLM" = none ] || EXTRAS="$EXTRAS,$PARETORL_VLLM"
+# Headless Chromium and its driver, for the browser test (tests/sweep/test_mlflow_browser.py): Debian's
+# packages, as root (CI) or through sudo; elsewhere a note, and that test skips saying why.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && sudo_="sudo -n"; }
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$sudo_" ]; }; then
+    $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || echo "note: apt-get could not install chromium and chromium-driver; the browser test will skip"
+  else
+    echo "note: chromium and chromium-driver are not installed and apt-get (as root) is not available here; the browser test will skip (install them to run it)"
+  fi
+fi
 stamp=".venv/.paretorl-install-$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
 if [ -f "$stamp" ]; then
   exit 0

@@ -13,11 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A base policy that is cheap to build: the integration tests check machinery, not accuracy.
 TINY = {
-    "task": {"n_train": 200, "n_eval": 16},
+    "task": {"n_train": 200, "n_eval": 16, "n_test": 16},
     "model": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 1, "num_heads": 2},
     "sft": {"steps": 20, "n_demos": 200, "batch_size": 16},
     "train": {"steps": 2, "prompts_per_step": 4, "samples_per_prompt": 4, "micro_batch_size": 8, "max_new_tokens": 48},
-    "eval": {"every": 2, "n_prompts": 8, "n_samples": 4, "max_new_tokens": 48},
+    "eval": {"every": 2, "n_prompts": 8, "n_samples": 4, "max_new_tokens": 48, "test_samples": 4},
 }
 
 

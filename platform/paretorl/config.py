@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from paretorl.algos import AGGREGATIONS, KL_ESTIMATORS, KL_PLACEMENTS, NORMALIZATIONS, OBJECTIVES
+from paretorl.algos import AGGREGATIONS, KL_ESTIMATORS, KL_PLACEMENTS, KL_REFUSED, NORMALIZATIONS, OBJECTIVES
 
 ENGINES = ("embedded", "vllm")
 
@@ -24,7 +24,8 @@ class TaskConfig(_Strict):
     name: str = Field("arith", description="built-in task name, or 'file.py:Class' / 'module:Class'")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the task class")
     n_train: int = Field(2000, gt=0, description="training prompts generated")
-    n_eval: int = Field(64, gt=0, description="held-out prompts generated")
+    n_eval: int = Field(64, gt=0, description="held-out prompts generated for selection (the eval split: Optuna, the eval front)")
+    n_test: int = Field(256, gt=0, description="held-out prompts for the final report only (the test split: never seen by anything that selects)")
     seed: int = 0
 
 
@@ -106,14 +107,26 @@ class RolloutConfig(_Strict):
 
 
 class AlgoConfig(_Strict):
+    """The RL math of a trial; formulas and which KL each estimator x placement follows: docs/algorithms.md."""
+
     objective: str = Field("grpo", description=f"advantage estimator, one of {OBJECTIVES}")
     alpha: float = Field(0.0, ge=0.0, lt=1.0, description="length-penalty coefficient (Arora & Zanette)")
     normalization: str = Field("none", description=f"extra advantage normalisation, one of {NORMALIZATIONS}")
-    kl_coef: float = Field(0.0, ge=0.0, description="KL-to-reference coefficient")
-    kl_estimator: str = Field("k3", description=f"one of {KL_ESTIMATORS}")
-    kl_placement: str = Field("loss", description=f"one of {KL_PLACEMENTS}")
+    kl_coef: float = Field(0.0, ge=0.0, description="KL-to-reference coefficient beta (0: no reference model, as MaxRL)")
+    kl_estimator: str = Field(
+        "k1", description=f"one of {KL_ESTIMATORS}; default k1 (Arora & Zanette's, in the reward), k3 when kl_placement is loss (GRPO's)"
+    )
+    kl_placement: str = Field("reward", description=f"one of {KL_PLACEMENTS}: a detached per-token reward, or a differentiated loss term")
     aggregation: str = Field("token_mean", description=f"loss aggregation, one of {AGGREGATIONS}")
     clip_eps: float = Field(0.2, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _estimator_follows_placement(cls, data):
+        """Each placement's default estimator is its paper's: k1 in the reward, k3 in the loss."""
+        if isinstance(data, dict) and "kl_estimator" not in data and data.get("kl_placement") == "loss":
+            data = {**data, "kl_estimator": "k3"}
+        return data
 
     @model_validator(mode="after")
     def _known_names(self):
@@ -129,6 +142,23 @@ class AlgoConfig(_Strict):
                 raise ValueError(f"unknown algo.{field} {value!r}; valid: {', '.join(valid)}")
         return self
 
+    @model_validator(mode="after")
+    def _regularises(self):
+        reason = KL_REFUSED.get((self.kl_estimator, self.kl_placement))
+        if self.kl_coef > 0 and reason:
+            raise ValueError(f"algo.kl_estimator {self.kl_estimator} with algo.kl_placement {self.kl_placement} is refused: {reason}")
+        return self
+
+    @model_validator(mode="after")
+    def _std_once(self):
+        if self.objective == "grpo" and self.normalization == "group_std":
+            raise ValueError(
+                "algo.objective grpo already divides the advantage by the group's reward std; algo.normalization group_std "
+                "would divide by it a second time. Use objective dr_grpo with normalization group_std (that is GRPO), "
+                "or grpo with normalization none"
+            )
+        return self
+
 
 class TrainConfig(_Strict):
     steps: int = Field(12, gt=0, description="RL iterations (rollout -> update)")
@@ -140,7 +170,11 @@ class TrainConfig(_Strict):
     max_new_tokens: int = Field(64, gt=0)
     temperature: float = Field(1.0, gt=0.0)
     zero_stage: int = Field(2, ge=0, le=3)
-    bf16: bool = False
+    bf16: bool = Field(False, description="bf16 weights with DeepSpeed's mixed precision (GPU learners)")
+    autocast: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="CPU learners with fp32 weights: bf16 autocast for forward and backward (fp32 master weights and "
+        "optimizer state); auto = only where it measures faster on this CPU and model, at trial start",
+    )
     activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% more compute (large models, ZeRO-3)")
     grad_clip: float = Field(1.0, gt=0.0)
     torch_threads: int = Field(1, ge=1, description="torch threads in each learner worker")
@@ -163,6 +197,7 @@ class EvalConfig(_Strict):
     n_samples: int = Field(8, gt=0, description="samples per prompt; pass@k for k = 1, 2, 4, ..., n")
     temperature: float = Field(1.0, gt=0.0)
     max_new_tokens: int = Field(64, gt=0)
+    test_samples: int = Field(16, gt=0, description="samples per test prompt when the sweep's end re-evaluates the front on the test split (>= the objective's k)")
 
 
 class ResourcesConfig(_Strict):
@@ -189,6 +224,15 @@ class TrialConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     faults: FaultConfig = Field(default_factory=FaultConfig)
+
+    @model_validator(mode="after")
+    def _global_batch(self):
+        if self.train.prompts_per_step % self.resources.learner_workers:
+            raise ValueError(
+                f"train.prompts_per_step ({self.train.prompts_per_step}) is the global batch: it must be divisible by "
+                f"resources.learner_workers ({self.resources.learner_workers})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fits_context(self):

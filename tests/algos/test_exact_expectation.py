@@ -2,7 +2,7 @@
 
 A policy pi = softmax(theta) over a handful of answers, some correct; p = P(correct).
 Every outcome of n i.i.d. samples is enumerated with its probability, and the per-group
-estimate g = (1/n) sum_i A_i grad_theta log pi(y_i) is averaged exactly. papers.md s. 2:
+estimate g = (1/n) sum_i A_i grad_theta log pi(y_i) is averaged exactly. docs/algorithms.md s. 2:
 
     E[g_maxrl] = ((1 - (1-p)^(n-1)) / p) grad p      (baseline costs one order)
     E[g_rloo]  = grad p

@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from paretorl.algos import KL_ESTIMATORS, KL_PLACEMENTS, kl_penalty, token_advantages
+from paretorl.algos import (
+    KL_ESTIMATORS,
+    KL_PLACEMENTS,
+    KL_REFUSED,
+    kl_loss_tokens,
+    kl_metric,
+    kl_penalty,
+    token_advantages,
+)
 
 F64 = torch.float64
 
@@ -104,3 +112,45 @@ def test_token_advantages_errors():
         token_advantages(ADV, MASK, kl_coef=0.1, kl_placement="reward")
     with pytest.raises(ValueError, match=r"\[B\]"):
         token_advantages(ADV[None], MASK)
+
+
+# --- the loss placement's per-token term, and the logged KL ---------------------------------
+
+
+@pytest.mark.parametrize("estimator", KL_ESTIMATORS)
+def test_kl_loss_tokens_on_policy_value_and_gradient(estimator):
+    """On-policy the value is the estimate; the gradient is d (k2, k3) or d + 1 (k1) per token."""
+    lp = t([[-1.0, -2.0]]).requires_grad_(True)
+    ref = t([[-1.5, -1.0]])  # d = [0.5, -1.0]
+    out = kl_loss_tokens(lp, lp.detach(), ref, estimator)
+    torch.testing.assert_close(out.detach(), kl_penalty(lp.detach(), ref, estimator))
+    (g,) = torch.autograd.grad(out.sum(), lp)
+    d = t([[0.5, -1.0]])
+    torch.testing.assert_close(g, d + 1 if estimator == "k1" else d)
+
+
+def test_kl_loss_tokens_off_policy_weight():
+    """w = pi / pi_old = e^0.2: k3's term is w * k3 and its gradient w * d."""
+    lp = t([[-1.0]]).requires_grad_(True)
+    old, ref = t([[-1.2]]), t([[-1.5]])
+    w, d = math.exp(0.2), 0.5
+    k3 = math.exp(-d) - 1 + d
+    out = kl_loss_tokens(lp, old, ref, "k3")
+    assert out.item() == pytest.approx(w * k3)
+    (g,) = torch.autograd.grad(out.sum(), lp)
+    assert g.item() == pytest.approx(w * d)
+    (g2,) = torch.autograd.grad(kl_loss_tokens(lp, old, ref, "k2").sum(), lp)
+    assert g2.item() == pytest.approx(w * d)  # k2 and k3 give the same gradient
+
+
+def test_kl_metric_is_masked_mean_k3():
+    lp, ref = t([[0.0, -1.0, 5.0]]), t([[-1.0, 0.0, float("inf")]])  # d = [1, -1], padding
+    mask = torch.tensor([[1, 1, 0]], dtype=torch.bool)
+    expected = ((math.exp(-1) - 1 + 1) + (math.exp(1) - 1 - 1)) / 2
+    assert kl_metric(lp, ref, mask) == pytest.approx(expected)
+    assert kl_metric(lp, ref, torch.zeros_like(mask)) == 0.0
+
+
+def test_refused_pairs_are_the_detached_biased_ones():
+    assert set(KL_REFUSED) == {("k2", "reward"), ("k3", "reward")}
+    assert all("k1" in reason and "docs/algorithms.md" in reason for reason in KL_REFUSED.values())

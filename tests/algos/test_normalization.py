@@ -72,7 +72,7 @@ def test_errors():
 
 @pytest.mark.parametrize("n", [8, 4000])
 def test_group_std_makes_the_length_push_independent_of_alpha(n):
-    """papers.md s. 1 ablation: all correct, rewards uniform over [1 - alpha, 1]."""
+    """docs/algorithms.md s. 3 ablation: all correct, rewards uniform over [1 - alpha, 1]."""
     grid = torch.linspace(0.0, 1.0, n, dtype=F64)
     shortest = []
     for alpha in (0.05, 0.1, 0.2, 0.4):

@@ -32,9 +32,12 @@ def assert_sweep_logged(db: Path, n_trials: int) -> None:
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto_front.csv", "pareto_front.html", "pareto_front.png"} <= artifacts
     assert "base/pass_at_1" in parent.data.metrics
+    assert "### Pareto front" in parent.data.tags["mlflow.note.content"]  # the run's description in the UI
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     for child in children:
         assert child.info.status == "FINISHED"
         assert {"algo.alpha", "algo.objective", "train.lr", "algo.kl_coef"} <= set(child.data.params)
+        assert child.info.run_name.startswith(f"{child.data.params['algo.objective']} alpha=")
         history = client.get_metric_history(child.info.run_id, "eval/pass_at_1")
         assert [m.step for m in history] == [2]
         assert [m.step for m in client.get_metric_history(child.info.run_id, "train/reward_mean")] == [1, 2]
@@ -46,6 +49,10 @@ def test_smoke_sweep(smoke_sweep, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Pareto front" in proc.stdout
     assert f"mlflow ui --backend-store-uri {smoke_sweep.uri}" in proc.stdout.replace("\n", "")
+    assert "?workflowType=machine_learning" in proc.stdout  # the link that opens MLflow's training view
+    lines = (proc.stdout + proc.stderr).splitlines()  # the console as a person sees it
+    assert len(lines) < 150, f"{len(lines)} lines; worker logs belong in runs/<name>/logs/ray:\n" + "\n".join(lines[:200])
+    assert len([line for line in lines if line.startswith("[eval]")]) == 2  # one line per evaluation
     assert_sweep_logged(smoke_sweep.db, n_trials=2)
     _, _, children = mlflow_runs(smoke_sweep.db)
     assert {c.data.params["algo.objective"] for c in children} == {"grpo", "maxrl"}
@@ -59,6 +66,41 @@ def test_smoke_sweep(smoke_sweep, tmp_path):
     assert dash.returncode == 0, dash.stderr[-2000:]
     assert "2 evaluated checkpoints" in dash.stdout
     assert all((out / f).stat().st_size > 0 for f in ("pareto_front.csv", "pareto_front.html", "pareto_front.png", "coverage.png"))
+
+
+def test_smoke_sweep_reports_the_test_front(smoke_sweep):
+    """The parent run holds the test columns and the cutoff curve; the console shows the test front."""
+    import csv
+    import io
+
+    import mlflow.artifacts
+
+    from paretorl.evaluate.cutoff import CUTOFF_COLUMNS
+    from paretorl.evaluate.intervals import TEST_COLUMNS
+
+    assert smoke_sweep.proc.returncode == 0, smoke_sweep.proc.stdout[-3000:] + smoke_sweep.proc.stderr[-3000:]
+    client, parents, _ = mlflow_runs(smoke_sweep.db)
+    uri = parents[0].info.artifact_uri
+
+    def rows(name):
+        return list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"{uri}/{name}"))))
+
+    front = rows("pareto_front.csv")
+    assert {"k", *TEST_COLUMNS} <= set(front[0])
+    tested = [r for r in front if r["test_pass_at_k"]]
+    assert any(r["trial"] == "base" for r in tested) and len(tested) >= 2  # the base and the eval front
+    assert any(r["on_front"] == "True" for r in tested) and not any(r["on_front"] == "True" for r in front if not r["test_pass_at_k"])
+    for r in tested:
+        v, lo, hi = (float(r[c]) for c in TEST_COLUMNS[:3])  # value, then its interval
+        assert r["k"] == "4" and 0 <= lo <= v <= hi <= 1
+        v, lo, hi = (float(r[c]) for c in TEST_COLUMNS[3:])
+        assert 1 <= lo <= v <= hi <= 64  # eval.max_new_tokens
+    cutoff = rows("cutoff_front.csv")
+    assert tuple(cutoff[0]) == CUTOFF_COLUMNS and len(cutoff) >= 6
+    assert all(0 <= float(r["test_pass_at_k_lo"]) <= float(r["test_pass_at_k"]) <= float(r["test_pass_at_k_hi"]) <= 1 for r in cutoff)
+    out = " ".join(smoke_sweep.proc.stdout.split())  # rich wraps long lines at 80 columns in a pipe
+    assert "Pareto front on the test split" in out and "(the base)" in out
+    assert "searcher: tpe" in out and "random search" in out  # 2 trials cannot leave random search: warned
 
 
 USER_TASK = '''

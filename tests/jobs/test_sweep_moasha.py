@@ -11,18 +11,18 @@ from tests.reliability.sweeps import Job, tiny_space
 
 
 def test_a_dominated_trial_is_stopped_at_its_rung_and_tagged(tmp_path, cache_dir):
-    # Two normal trials start together; the third samples its evaluations at temperature 8 (near-random
-    # text, cut at the token limit: pass@4 near 0 at ~48 tokens) and starts only once a slot is free,
-    # so it reaches the rung at step 2 after both others and is dominated by them. With eta 1.5 a
-    # trial continues iff 1.5 * rank < n (0-based): the second normal trial does whatever its rank
-    # (1.5 < 2), the third stops at rank 2 of 3 (3 >= 3). Rung 3 catches nothing: step 4 is the last.
+    # Two normal trials start together; the third trains from an untrained base (sft.steps 0: random
+    # tokens, rarely an EOS within the limit, so pass@4 near 0 at ~48 tokens) and starts only once a
+    # slot is free, so it reaches the rung at step 2 after both others and is dominated by them. With
+    # eta 1.5 a trial continues iff 1.5 * rank < n (0-based): the second normal trial does whatever
+    # its rank (1.5 < 2), the third stops at rank 2 of 3 (3 >= 3). Rung 3 catches nothing: step 4 is the last.
     path = tiny_space(
         tmp_path / "moasha.yaml",
-        params={"algo.objective": {"type": "categorical", "choices": ["grpo", "maxrl"]}, "eval.temperature": {"type": "categorical", "choices": [1.0, 8.0]}},
+        params={"algo.objective": {"type": "categorical", "choices": ["grpo", "maxrl"]}, "sft.steps": {"type": "categorical", "choices": [20, 0]}},
         initial_points=[
-            {"algo.objective": "grpo", "eval.temperature": 1.0},
-            {"algo.objective": "maxrl", "eval.temperature": 1.0},
-            {"algo.objective": "grpo", "eval.temperature": 8.0},
+            {"algo.objective": "grpo", "sft.steps": 20},
+            {"algo.objective": "maxrl", "sft.steps": 20},
+            {"algo.objective": "grpo", "sft.steps": 0},
         ],
         trials=3, max_concurrent=2, steps=4,
     )
@@ -34,10 +34,10 @@ def test_a_dominated_trial_is_stopped_at_its_rung_and_tagged(tmp_path, cache_dir
     job = Job(["--space", str(path), "--name", "moasha", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)], tmp_path)
     assert job.finish(timeout=600) == 0, job.output[-4000:]
     client, parents, children = mlflow_runs(tmp_path / "mlflow.db")
-    by_temperature = {}
+    by_sft = {}
     for child in children:
-        by_temperature.setdefault(child.data.params["eval.temperature"], []).append(child)
-    (stopped,) = by_temperature["8.0"]
+        by_sft.setdefault(child.data.params["sft.steps"], []).append(child)
+    (stopped,) = by_sft["0"]
     trial_id = stopped.data.tags["paretorl.trial_id"]
 
     assert f"[moasha] trial {trial_id} at rung 2 (step 2): rank 3 of 3, stopped" in job.output
@@ -46,7 +46,7 @@ def test_a_dominated_trial_is_stopped_at_its_rung_and_tagged(tmp_path, cache_dir
     assert stopped.info.status == "FINISHED" and stopped.data.tags["paretorl.stopped_early"] == "rung-2"
     assert [m.step for m in client.get_metric_history(stopped.info.run_id, "train/reward_mean")] == [1, 2]
     assert [m.step for m in client.get_metric_history(stopped.info.run_id, "eval/pass_at_4")] == [2]
-    for child in by_temperature["1.0"]:
+    for child in by_sft["20"]:
         assert child.info.status == "FINISHED" and "paretorl.stopped_early" not in child.data.tags
         assert [m.step for m in client.get_metric_history(child.info.run_id, "eval/pass_at_4")] == [2, 4]
 
@@ -64,3 +64,5 @@ def test_a_dominated_trial_is_stopped_at_its_rung_and_tagged(tmp_path, cache_dir
     assert len(hv) == len(cpu) == 5  # one per evaluation: 2 + 2 + 1
     assert all(0 < v <= 1 for v in hv) and hv == sorted(hv)  # a front only grows
     assert cpu == sorted(cpu) and cpu[0] > 0
+    (test_hv,) = history("sweep/test_hypervolume")  # the reported (test) front's, once at the end
+    assert 0 < test_hv <= 1

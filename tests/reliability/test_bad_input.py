@@ -51,6 +51,7 @@ CASES = {
     "non_positive_lr": ("space.yaml", "params:\n  train.lr: {type: float, low: 0.0, high: 1.0e-3}\n", [], ["space.yaml", "params.train.lr = 0.0", "greater than 0"]),
     "alpha_out_of_range": ("space.yaml", "params:\n  algo.alpha: {type: categorical, choices: [0.2, 1.0]}\n", [], ["space.yaml", "params.algo.alpha = 1.0", "less than 1"]),
     "unknown_objective": ("space.yaml", "params:\n  algo.objective: {type: categorical, choices: [grpo, ppo]}\n", [], ["space.yaml", "'ppo'", "valid: grpo, maxrl, rloo, dr_grpo"]),
+    "model_key_range": ("space.yaml", SPACE + "  model.hidden_size: {type: int, low: 64, high: 128}\n", [], ["space.yaml", "params.model.hidden_size", "cannot be prepared ahead"]),
     "unknown_engine": ("space.yaml", SPACE + "trial: {rollout: {engine: sglang}}\n", [], ["space.yaml", "rollout.engine", "'sglang'", "valid: embedded, vllm"]),
     "missing_space": (None, None, ["--space", "nowhere.yaml"], ["search space file not found: nowhere.yaml"]),
     "missing_dataset": (None, None, ["--task", "data/missing.jsonl"], ["missing.jsonl"]),

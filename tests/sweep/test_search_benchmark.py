@@ -47,7 +47,8 @@ def test_each_method_gets_its_sampler_scheduler_and_budget(tmp_path):
     moasha = bench.run_space(args, "tpe_moasha", 2, 1234.56)
     assert moasha["sampler"] == "tpe" and moasha["budget"] == {"trials": 48, "max_concurrent": 2, "cpu_seconds": 1234.6}
     assert moasha["scheduler"] == {"type": "moasha", "grace_steps": 4, "reduction_factor": 3}  # grace = eval.every
-    assert bench.tpe_startup(args, moasha) == 4  # the default space's 4 initial points
+    plan = bench.search_plan(args, moasha)  # the product's rule for random's 12 trials, not the cap of 48
+    assert (plan.trials, plan.startup) == (12, 12 // 2 - 2 + 1)
     quick = bench.parse_args(["--quick", "--out", str(tmp_path)])
     assert quick.seeds == 1 and bench.run_space(quick, "tpe_moasha", 0, 50.0)["scheduler"]["grace_steps"] == 2
     with pytest.raises(SystemExit):

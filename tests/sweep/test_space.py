@@ -64,6 +64,13 @@ def test_good_space_builds_optuna_distributions(tmp_path):
         (GOOD + "initial_points: [{algo.alpha: 0.1}]\n", ["initial_points[0]", "train.lr"]),
         (GOOD + "objectives: {pass_k: 3}\n", ["power of two"]),
         (GOOD + "objectives: {pass_k: 64}\n", ["exceeds", "n_samples"]),
+        (GOOD + "trial: {eval: {test_samples: 2}}\n", ["pass_k = 4 exceeds eval.test_samples = 2"]),
+        # keys prepared before Ray starts (base policy, splits) take listed values only
+        (GOOD + "  model.hidden_size: {type: int, low: 64, high: 128}\n", ["params.model.hidden_size", "int range cannot be prepared ahead", "base policy", "categorical"]),
+        (GOOD + "  sft.lr: {type: float, low: 1.0e-3, high: 1.0e-2}\n", ["params.sft.lr", "float range cannot be prepared ahead"]),
+        (GOOD + "  task.kwargs.max_ops: {type: int, low: 2, high: 4}\n", ["params.task.kwargs.max_ops", "needs its own splits"]),
+        (GOOD + "  task.name: {type: categorical, choices: [arith, maze]}\n", ["params.task.name", "one sweep per task"]),
+        (GOOD + "  eval.temperature: {type: categorical, choices: [0.6, 1.0]}\n", ["params.eval.temperature", "cannot share a front"]),
     ],
 )
 def test_bad_spaces_are_refused_with_the_key_named(tmp_path, text, words):

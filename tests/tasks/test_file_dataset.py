@@ -24,7 +24,7 @@ def write_jsonl(path, rows):
 def test_gsm8k_jsonl_answers_are_normalised_and_the_instruction_appended(tmp_path):
     task = load_task(str(write_jsonl(tmp_path / "gsm8k.jsonl", GSM8K)))
     assert isinstance(task, FileTask)
-    rows = task.generate("train", 1000, seed=0) + task.generate("eval", 1000, seed=0)
+    rows = [r for split in ("train", "eval", "test") for r in task.generate(split, 1000, seed=0)]
     assert len(rows) == len(GSM8K)
     by_source = {r["source_row"]: r for r in rows}
     row = by_source[0]
@@ -47,12 +47,13 @@ def test_parquet_with_math_solutions_and_prompt_answer_columns(tmp_path):
 
 def test_splits_follow_the_prompt_hash_and_write_to_parquet(tmp_path):
     task = load_task(str(write_jsonl(tmp_path / "d.jsonl", GSM8K)))
-    train, evals = task.generate("train", 1000, 0), task.generate("eval", 1000, 0)
-    assert train and evals and not {r["prompt"] for r in train} & {r["prompt"] for r in evals}
+    train, evals, tests = (task.generate(split, 1000, 0) for split in ("train", "eval", "test"))
+    prompts = [{r["prompt"] for r in rows} for rows in (train, evals, tests)]
+    assert all(prompts) and sum(map(len, prompts)) == len(set.union(*prompts))  # three disjoint, non-empty splits
     assert task.generate("train", 10, 0) == task.generate("train", 10, 0)
     assert task.generate("train", 10, 0) != task.generate("train", 10, 1)  # the seed shuffles
-    paths = write_splits(task, tmp_path / "splits", n_train=50, n_eval=5, seed=0)
-    assert len(read_rows(paths["train"])) == 50 and len(read_rows(paths["eval"])) == 5
+    paths = write_splits(task, tmp_path / "splits", n_train=50, n_eval=5, seed=0, n_test=5)
+    assert [len(read_rows(paths[s])) for s in ("train", "eval", "test")] == [50, 5, 5]
 
 
 def test_spec_resolves_to_an_absolute_path(tmp_path, monkeypatch):

@@ -20,7 +20,10 @@ def test_plugin_loads_and_demonstrations_score():
 
 
 def test_plugin_writes_disjoint_splits(tmp_path):
-    paths = write_splits(load_task(SPEC), tmp_path, n_train=100, n_eval=20, seed=0)
+    # Reverse knows train and eval only: its test rows are carved from a larger eval draw
+    paths = write_splits(load_task(SPEC), tmp_path, n_train=100, n_eval=20, seed=0, n_test=30)
     train = {r["prompt"] for r in read_rows(paths["train"])}
     evals = [r["prompt"] for r in read_rows(paths["eval"])]
+    tests = [r["prompt"] for r in read_rows(paths["test"])]
     assert len(evals) == 20 and not train & set(evals)
+    assert tests and not (train | set(evals)) & set(tests)

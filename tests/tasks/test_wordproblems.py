@@ -58,7 +58,7 @@ def test_generation_is_deterministic_and_splits_are_disjoint():
 
 def test_registered_and_written_to_parquet(tmp_path):
     task = load_task("wordproblems", max_ops=3)
-    paths = write_splits(task, tmp_path, n_train=50, n_eval=10, seed=0)
+    paths = write_splits(task, tmp_path, n_train=50, n_eval=10, seed=0, n_test=10)
     back = read_rows(paths["eval"])
     assert len(back) == 10 and max(r["difficulty"] for r in back) <= 3
 

@@ -1,8 +1,8 @@
 """A named-function registry: how a sweep picks an objective, an aggregation, a KL estimator.
 
 The search space names a choice (``objective: maxrl``); the registry maps the name to the
-pure function that implements it, refuses a second function under the same name, and lists
-the valid names when asked for an unknown one.
+pure function (or small record of functions) that implements it, refuses a second entry under
+the same name, and lists the valid names when asked for an unknown one.
 """
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-F = TypeVar("F", bound=Callable)
+F = TypeVar("F")
 
 
 class Registry(Generic[F]):
-    """Maps names to functions for one kind of choice (e.g. ``"objective"``)."""
+    """Maps names to implementations for one kind of choice (e.g. ``"objective"``)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._fns: dict[str, F] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
-        """Decorator registering ``fn`` under ``name``; a duplicate name is a ValueError."""
+        """Decorator registering ``fn`` (or a record) under ``name``; a duplicate is a ValueError."""
 
         def add(fn: F) -> F:
             if name in self._fns:
@@ -32,7 +32,7 @@ class Registry(Generic[F]):
         return add
 
     def get(self, name: str) -> F:
-        """The function registered as ``name``; ValueError listing the valid names if none."""
+        """The entry registered as ``name``; ValueError listing the valid names if none."""
         try:
             return self._fns[name]
         except KeyError:

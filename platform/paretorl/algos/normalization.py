@@ -1,7 +1,7 @@
 """Advantage normalisation, an option independent of the objective: none, batch, group_std.
 
 Kept apart from the objectives because the two papers disagree on it and it changes what a
-length penalty does (papers.md section 1, "Critical ablation"):
+length penalty does (docs/algorithms.md section 3):
 
 - ``group_std`` divides each group's advantages by the std of its *rewards* (GRPO-style).
   With alpha > 0 this makes the length push independent of alpha: when every response of a
@@ -9,6 +9,8 @@ length penalty does (papers.md section 1, "Critical ablation"):
   does their std, so alpha cancels (rewards spread uniformly over [1 - alpha, 1] give the
   shortest response advantage ~sqrt(3) whatever alpha is). Arora & Zanette report answers
   then shorten too fast and accuracy collapses; the paper's default is ``none`` (RLOO).
+  GRPO's advantage is already divided by that std: the config refuses ``grpo`` with
+  ``group_std`` (``dr_grpo`` with ``group_std`` is GRPO).
 - ``batch`` whitens advantages over the whole batch (subtract the batch mean, divide by the
   batch std) as the Arora & Zanette reference code (OpenRLHF) does. That is a single global
   scale, so alpha still sets the strength of the length push.

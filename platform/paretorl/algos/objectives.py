@@ -2,7 +2,7 @@
 
 Layout: ``rewards`` is ``[G, n]``, G prompts with n sampled responses each; every function
 returns advantages of the same shape, one per response, used for every token of it.
-Formulas: papers.md section 2 (MaxRL, Tajwar, Zanette et al., 2026, and the baselines it
+Formulas: docs/algorithms.md section 2 (MaxRL, Tajwar, Zanette et al., 2026, and the baselines it
 compares against).
 
 Guards shared by every objective (applied in :func:`compute_advantages`):

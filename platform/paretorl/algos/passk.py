@@ -1,4 +1,4 @@
-"""pass@k: the unbiased estimator, coverage curves, and samples-to-match (papers.md s. 3, s. 2).
+"""pass@k: the unbiased estimator, coverage curves, and samples-to-match (docs/algorithms.md s. 7, 8).
 
 Metric names cannot hold '@' in MLflow: log ``pass_at_8``, not ``pass@8``.
 """

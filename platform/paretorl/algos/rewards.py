@@ -1,4 +1,4 @@
-"""Length-penalised correctness reward (Arora & Zanette, 2025; papers.md section 1).
+"""Length-penalised correctness reward (Arora & Zanette, 2025; docs/algorithms.md section 1).
 
     r_i = c_i * (1 - alpha * sigmoid((L_i - mu_x) / sd_x)),    alpha in [0, 1)
 

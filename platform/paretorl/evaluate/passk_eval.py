@@ -10,7 +10,7 @@ from paretorl.rollout.types import Rollouts, SamplingParams
 
 
 def score_rollouts(task, rows: list[dict], rollouts: Rollouts, tokenizer) -> np.ndarray:
-    """[B] bool verdicts; a response cut at the token limit (no EOS) is incorrect (papers.md)."""
+    """[B] bool verdicts; a response cut at the token limit (no EOS) is incorrect (docs/algorithms.md)."""
     truncated = rollouts.truncated
     verdicts = np.zeros(len(rollouts.lengths), dtype=bool)
     for i in range(len(verdicts)):
@@ -29,12 +29,17 @@ def pass_metrics(correct: np.ndarray, lengths: np.ndarray, n: int) -> dict[str, 
     return out
 
 
+def sample_and_score(rollout, version: int, tokenizer, task, rows: list[dict], n: int, max_new_tokens: int, temperature: float, seed: int):
+    """n responses per prompt from policy `version`, scored: (Rollouts, [G * n] bool verdicts)."""
+    prompts = [encode_prompt(tokenizer, row["prompt"]) for row in rows]
+    params = SamplingParams(n=n, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    out = rollout.generate(prompts, params, version)
+    return out, score_rollouts(task, rows, out, tokenizer)
+
+
 def evaluate_policy(rollout, version: int, tokenizer, task, rows: list[dict], cfg, seed: int) -> dict[str, float]:
     """Sample cfg.n_samples responses per held-out prompt with policy `version` and score them."""
-    prompts = [encode_prompt(tokenizer, row["prompt"]) for row in rows]
-    params = SamplingParams(n=cfg.n_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=seed)
-    out = rollout.generate(prompts, params, version)
-    correct = score_rollouts(task, rows, out, tokenizer)
+    out, correct = sample_and_score(rollout, version, tokenizer, task, rows, cfg.n_samples, cfg.max_new_tokens, cfg.temperature, seed)
     metrics = pass_metrics(correct, out.lengths, cfg.n_samples)
     metrics["eval/truncated_frac"] = float(out.truncated.mean())
     return metrics

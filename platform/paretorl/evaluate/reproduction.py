@@ -5,7 +5,7 @@ samples per step; only the objective, alpha and seed differ):
 
 - **objectives**: GRPO, MaxRL and RLOO at alpha = 0, several seeds. MaxRL's claim: its pass@k
   keeps rising with k where GRPO's flattens, so GRPO needs several times more samples to reach
-  the same coverage (`samples_to_match`, papers.md section 2).
+  the same coverage (`samples_to_match`, docs/algorithms.md section 8).
 - **alpha**: the length penalty with RLOO (Arora & Zanette's estimator) for alpha in a grid:
   alpha = 0.2 should cut mean tokens by >= 30% for <= 2 points of pass@1.
 - **ablation**: the same penalty with the advantage divided by the group's reward std (GRPO)

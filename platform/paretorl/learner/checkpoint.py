@@ -31,7 +31,7 @@ def save(out_dir: Path, engine, model, tokenizer, state: dict, rank: int) -> Non
     """Write this rank's part of a checkpoint into `out_dir` (every rank calls it)."""
     engine.save_checkpoint(str(out_dir / DS_DIR), tag=DS_TAG)  # collective over ranks
     save_file({"torch": torch.get_rng_state()}, str(out_dir / f"rng-rank{rank}.safetensors"))
-    weights = gathered_state_dict(model)  # collective: whole weights even under ZeRO-3 (the module holds shards)
+    weights = gathered_state_dict(model, rank)  # collective under ZeRO-3 (the module holds shards); None off rank 0
     if rank == 0:
         model.save_pretrained(out_dir, state_dict=weights, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)

@@ -59,20 +59,87 @@ def make_engine(model, train_cfg, mini_batch: int, world_size: int):
     return engine
 
 
-def gathered_state_dict(model) -> dict[str, torch.Tensor]:
-    """The full weights, detached copies on CPU, on every rank.
+def make_reference(model_dir: str, engine, train_cfg, world_size: int):
+    """The frozen reference policy (the base), in the policy's dtype and, under ZeRO-3, sharded too.
+
+    Same dtype: a bf16 policy against an fp32 reference would show a KL at step 0 that is only
+    rounding. Same sharding: ZeRO-3 exists for models that do not fit one device, twice over.
+    """
+    from paretorl.models.build import load_policy
+
+    dtype = next(engine.module.parameters()).dtype
+    ref, _ = load_policy(model_dir, dtype=dtype)
+    ref.requires_grad_(False).eval()
+    if train_cfg.zero_stage < 3:
+        return ref.to(engine.device)
+    import deepspeed
+
+    micro = engine.train_micro_batch_size_per_gpu()
+    config = {"train_micro_batch_size_per_gpu": micro, "train_batch_size": micro * world_size,
+              "zero_optimization": {"stage": 3}, "bf16": {"enabled": dtype == torch.bfloat16}}
+    ref_engine, *_ = deepspeed.initialize(model=ref, config=config)
+    ref_engine.eval()
+    return ref_engine
+
+
+def resolve_autocast(setting: str, model, train_cfg) -> bool:
+    """Whether the learner runs its forward and backward under CPU bf16 autocast.
+
+    "off" / "bf16" as said; "auto": bf16 only where it measures faster here, on this model (a
+    CPU with AMX runs bf16 matmuls ~5x faster; one without may run them slower, and a tiny
+    model may be dominated by ops autocast does not speed up). Never on a GPU learner or with
+    bf16 weights, where DeepSpeed's own mixed precision applies. Call it before DeepSpeed wraps
+    `model`: the measurement runs backward passes and then clears the gradients.
+    """
+    if setting == "off" or train_cfg.bf16 or torch.cuda.is_available() or next(model.parameters()).dtype != torch.float32:
+        return False
+    if setting == "bf16":
+        return True
+    faster = torch.tensor(float(_bf16_speedup(model) >= AUTOCAST_MIN_SPEEDUP))
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.broadcast(faster, src=0)  # every rank computes alike: rank 0's measurement decides
+    return bool(faster.item())
+
+
+AUTOCAST_MIN_SPEEDUP = 1.15  # below this, measurement noise could flip the choice from run to run
+
+
+def _bf16_speedup(model, rows: int = 8, width: int = 64, repeats: int = 3) -> float:
+    """fp32 time / bf16-autocast time of one forward + backward of `model` on a synthetic batch."""
+    import time
+
+    ids = torch.randint(0, model.config.vocab_size, (rows, width), generator=torch.Generator().manual_seed(0))
+
+    def once(bf16: bool) -> float:
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=ids).logits
+        logits.float().logsumexp(-1).mean().backward()
+        return time.perf_counter() - started
+
+    once(False), once(True)  # warm-up: first calls pick kernels
+    times = {False: [], True: []}
+    for _ in range(repeats):
+        for bf16 in (False, True):
+            times[bf16].append(once(bf16))
+    model.zero_grad(set_to_none=True)
+    return sorted(times[False])[repeats // 2] / sorted(times[True])[repeats // 2]
+
+
+def gathered_state_dict(model, rank: int = 0) -> dict[str, torch.Tensor] | None:
+    """The full weights as detached CPU copies on rank 0; None on every other rank.
 
     Under ZeRO-3 each rank holds only a shard of every parameter (the module's own tensors
-    are empty placeholders), so the shards are gathered first: a collective, every rank
-    must call it. Under ZeRO-0/1/2 it is a plain CPU copy of `state_dict()`.
+    are empty placeholders), so the shards are gathered first: a collective, every rank must
+    call it. Under ZeRO-0/1/2 every rank holds whole weights and only rank 0 copies them.
     """
     params = [p for p in model.parameters() if hasattr(p, "ds_id")]  # ZeRO-3 partitioned parameters
     if params:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-            return _cpu_copy(model.state_dict())
-    return _cpu_copy(model.state_dict())
+            return _cpu_copy(model.state_dict()) if rank == 0 else None
+    return _cpu_copy(model.state_dict()) if rank == 0 else None
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -133,29 +200,11 @@ def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: in
 
 
 def token_logprobs(model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False):
-    """Log-probs [B, T] of the response tokens under `model` (logits / temperature, as sampled).
+    """Log-probs [B, T] of the response tokens under `model` (logits / temperature, as sampled),
+    and their entropy or None; 0 past each response's length (see `learner/logprobs.py`)."""
+    from paretorl.learner.logprobs import response_logprobs
 
-    Returns (logprobs, entropy or None); entries past each response's length are 0.
-    Computed on the model's device (a GPU learner), returned on the batch's (CPU): the loss
-    math downstream is over [B, T] tensors and stays on CPU; gradients flow back through the copy.
-    """
-    home = batch.mask.device
-    batch = batch.to(_device_of(model))
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention).logits
-    idx = batch.resp_index.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-    resp_logits = torch.gather(logits, 1, idx).float() / temperature  # [B, T, V]
-    logp_all = torch.log_softmax(resp_logits, dim=-1)
-    logprobs = torch.gather(logp_all, 2, batch.resp_ids.unsqueeze(-1)).squeeze(-1) * batch.mask
-    entropy = None
-    if with_entropy:
-        entropy = (-(logp_all.exp() * logp_all).sum(-1) * batch.mask).to(home)
-    return logprobs.to(home), entropy
-
-
-def _device_of(model) -> torch.device:
-    """A DeepSpeed engine knows its device; a plain module is where its weights are."""
-    device = getattr(model, "device", None)
-    return torch.device(device) if device is not None else next(model.parameters()).device
+    return response_logprobs(model, batch, temperature, with_entropy=with_entropy)
 
 
 @torch.no_grad()

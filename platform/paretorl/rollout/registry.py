@@ -1,4 +1,4 @@
-"""Versioned policy weights, pulled by rollout replicas (design.md step 5).
+"""Versioned policy weights, pulled by rollout replicas (docs/architecture.md, step 5).
 
 The learner publishes version v (an object-store ref to the state dict) after each update;
 each rollout request names the version it needs; a replica that is behind pulls that version

@@ -14,3 +14,4 @@ def add_run_flags(p: argparse.ArgumentParser, experiment: str, name_default: str
     p.add_argument("--cache-dir", default=None, help="cache of SFT base policies (default: $PARETORL_CACHE or ~/.cache/paretorl)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: the space file's budget.max_concurrent)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all); ignored when connecting to a cluster")
+    p.add_argument("--verbose", action="store_true", help="show Ray workers' output and Ray's INFO logs on the console (by default they go to Ray's session logs, linked as <output-dir>/<name>/logs/ray)")

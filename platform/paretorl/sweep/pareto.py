@@ -43,16 +43,22 @@ def write_front(points: list[dict], front: list[dict], maximize: str, minimize: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "pareto_front.csv", "html": out_dir / "pareto_front.html", "png": out_dir / "pareto_front.png"}
-    keys = sorted({k for p in points for k in p}, key=lambda k: (k not in ("trial", "step", maximize, minimize), k))
-    front_ids = {id(p) for p in front}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["on_front", *keys])
-        writer.writeheader()
-        for p in sorted(points, key=lambda p: (id(p) not in front_ids, p.get(minimize, 0))):
-            writer.writerow({"on_front": id(p) in front_ids, **p})
+    write_points_csv(points, front, ("trial", "step", maximize, minimize), minimize, paths["csv"])
     _plot_html(points, front, maximize, minimize, paths["html"])
     _plot_png(points, front, maximize, minimize, paths["png"])
     return paths
+
+
+def write_points_csv(points: list[dict], front: list[dict], first: tuple[str, ...], order_by: str, path: Path) -> None:
+    """Every point as a row: `on_front`, the `first` columns, then the rest by name; front rows
+    first, each group by `order_by` (rows without it last). A point lacking a column leaves it empty."""
+    keys = sorted({k for p in points for k in p}, key=lambda k: (k not in first, first.index(k) if k in first else 0, k))
+    front_ids = {id(p) for p in front}
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["on_front", *keys])
+        writer.writeheader()
+        for p in sorted(points, key=lambda p: (id(p) not in front_ids, not _finite(p.get(order_by)), p.get(order_by) if _finite(p.get(order_by)) else 0)):
+            writer.writerow({"on_front": id(p) in front_ids, **p})
 
 
 def _label(p: dict) -> str:
@@ -61,6 +67,8 @@ def _label(p: dict) -> str:
 
 def _plot_html(points, front, maximize, minimize, path: Path) -> None:
     import plotly.graph_objects as go
+
+    from paretorl.sweep.figure_html import write_figure_html
 
     fig = go.Figure()
     fig.add_trace(
@@ -78,7 +86,7 @@ def _plot_html(points, front, maximize, minimize, path: Path) -> None:
         )
     )
     fig.update_layout(title=f"Pareto front: {maximize} vs {minimize}", xaxis_title=f"{minimize} (lower is better)", yaxis_title=f"{maximize} (higher is better)")
-    fig.write_html(path, include_plotlyjs=True)
+    write_figure_html(fig, path)
 
 
 def _plot_png(points, front, maximize, minimize, path: Path) -> None:

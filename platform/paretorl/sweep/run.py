@@ -1,4 +1,4 @@
-"""A whole sweep: validate, prepare data and the base policy, run Tune + Optuna, log the front.
+"""A whole sweep: validate, prepare data and base policies, run Tune + Optuna, log the front and its test report.
 
 `jobs/sweep.py` parses flags and calls `prepare` then `run`. Everything that can be checked
 (search space, trial configs, task, dataset) is checked in `prepare`, before Ray starts.
@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from paretorl.sweep.space import SearchSpace
 
@@ -31,31 +29,22 @@ class Prepared:
     space: SearchSpace
     task_spec: str
     sweep_dir: Path
-    shared: dict  # paths and base-policy facts every trial needs
+    shared: dict  # what every trial may read: base policies and train/eval paths per setting, storage
+    test_splits: dict = field(default_factory=dict)  # task setting -> test split: the final report only, never a trial
 
 
 def prepare(space: SearchSpace, task_spec: str, sweep_dir: Path, cache_dir: Path) -> Prepared:
-    """Task rows -> Parquet splits, base policy (cached). Raises on bad input, before Ray."""
-    from paretorl.tasks import load_task, read_rows, validate_rows, write_splits
+    """Task rows -> Parquet splits and base policies (cached), per setting the space can sample
+    (sweep/bases.py). Raises on bad input, before Ray."""
+    from paretorl.sweep.bases import prepare_bases
 
-    base_cfg = space.trial_config({}, {"task": {"name": task_spec}})
-    task = load_task(task_spec, **base_cfg.task.kwargs)
-    data_dir = sweep_dir / "data"
-    splits = write_splits(task, data_dir, base_cfg.task.n_train, base_cfg.task.n_eval, base_cfg.task.seed)
-    train_rows = read_rows(splits["train"])
-    eval_rows = read_rows(splits["eval"])
-    validate_rows(train_rows, splits["train"])
-    validate_rows(eval_rows, splits["eval"])
-    if len(train_rows) < base_cfg.train.prompts_per_step:
-        raise ValueError(f"{splits['train']}: {len(train_rows)} rows, fewer than train.prompts_per_step = {base_cfg.train.prompts_per_step}")
-    base_model = _base_policy(task, task_spec, base_cfg, train_rows, eval_rows, cache_dir)
+    bases = prepare_bases(space, task_spec, sweep_dir / "data", cache_dir, log=console.print)
     shared = {
-        "base_model": str(base_model),
-        "train": str(Path(splits["train"]).resolve()),
-        "eval": str(Path(splits["eval"]).resolve()),
+        **bases.reference,  # the reference setting: the sweep's base point
+        "settings": bases.settings,
         "storage": str((sweep_dir / "ray").resolve()),
     }
-    return Prepared(space, task_spec, sweep_dir, shared)
+    return Prepared(space, task_spec, sweep_dir, shared, bases.test_splits)
 
 
 def prepare_and_record(sweep_dir: Path, record: dict) -> Prepared:
@@ -68,38 +57,15 @@ def prepare_and_record(sweep_dir: Path, record: dict) -> Prepared:
     return prep
 
 
-def _base_policy(task, task_spec: str, cfg, train_rows: list[dict], eval_rows: list[dict], cache_dir: Path) -> Path:
-    """The tiny model warm-started by SFT, or the pretrained model (converted once), SFT only if asked."""
-    from paretorl.models.sft import warm_start
-
-    init = None
-    if cfg.model.pretrained:
-        from paretorl.models.pretrained import check_context, convert_pretrained
-
-        init = convert_pretrained(cfg.model.pretrained, cache_dir, log=console.print)
-        check_context(init, [r["prompt"] for r in train_rows + eval_rows], max(cfg.train.max_new_tokens, cfg.eval.max_new_tokens))
-        if not cfg.sft.on_pretrained:
-            return init
-    _check_demonstrations(task, train_rows, task_spec)
-    return warm_start(task, cfg.task, cfg.model, cfg.sft, train_rows, cache_dir, log=console.print, init_dir=init)
-
-
-def _check_demonstrations(task, rows: list[dict], spec: str, n: int = 20) -> None:
-    """A task whose own demonstrations fail its verifier would train on noise: refuse it."""
-    rng = random.Random(0)
-    bad = [i for i, row in enumerate(rows[:n]) if not task.score(row, task.demonstrate(row, rng))]
-    if bad:
-        raise ValueError(f"task {spec}: demonstrate() produced solutions that score() rejects for rows {bad[:5]} of the training split")
-
-
 def base_evaluation(prep: Prepared) -> dict:
     """Held-out pass@k and tokens of the base policy (the sweep's reference point), cached."""
     from paretorl.evaluate.passk_eval import evaluate_policy
     from paretorl.models.build import load_policy
     from paretorl.rollout.engine import EmbeddedEngine
+    from paretorl.sweep.bases import reference_config
     from paretorl.tasks import load_task, read_rows
 
-    cfg = prep.space.trial_config({}, {"task": {"name": prep.task_spec}})
+    cfg = reference_config(prep.space, prep.task_spec)  # the setting of prep.shared's base policy and eval split
     digest = hashlib.sha256(json.dumps([cfg.eval.model_dump(), prep.shared["eval"]], sort_keys=True).encode()).hexdigest()[:12]
     key = Path(prep.shared["base_model"]) / f"base_eval-{digest}.json"
     if key.exists():
@@ -120,24 +86,27 @@ def base_evaluation(prep: Prepared) -> dict:
     return metrics
 
 
-def start_ray(num_cpus: int | None) -> None:
+def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
     """Connect to $RAY_ADDRESS's cluster, or start a local Ray; then Serve, without an HTTP proxy.
 
     Serve is started here, outside any trial's placement group: rollouts go through handles only.
+    Workers' output reaches this console only if `verbose`. Returns the Ray session's folder.
     """
     import ray
     from ray import serve
 
     from paretorl.learner.policy import clear_stale_build_locks, extensions_dir
+    from paretorl.sweep.console import ray_init_options
 
     for lock in clear_stale_build_locks(extensions_dir()):
         console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
     runtime_env = {"env_vars": {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
+        context = ray.init(runtime_env=runtime_env, **ray_init_options(verbose))
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+        context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, **ray_init_options(verbose))
     serve.start(proxy_location="Disabled")
+    return context.address_info.get("session_dir")
 
 
 def same_sweep(sweep_dir: Path, record: dict, keys: tuple[str, ...]) -> str | None:
@@ -181,11 +150,13 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from mlflow.entities import Metric, Param
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
 
     from paretorl.config import flatten
-    from paretorl.sweep.space import optuna_sampler
-    from paretorl.sweep.stopping import tune_extras
+    from paretorl.sweep.final_front import report_on_test
+    from paretorl.sweep.space import optuna_search, search_plan
+    from paretorl.sweep.console import stop_progress
+    from paretorl.sweep.mlflow_view import space_markdown
+    from paretorl.sweep.stopping import log_test_front_hypervolume, tune_extras
     from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
 
@@ -212,20 +183,20 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
             metrics=[Metric(f"base/{k.split('/', 1)[1]}", float(v), int(time.time() * 1000), 0) for k, v in base_eval.items()],
         )
         write_record(prep.sweep_dir, experiment_id=exp_id, parent_run_id=parent_id)
+    note = {"name": name, "knobs": list(space.params), "space_md": space_markdown(space)}  # the parent run's description
     extras = tune_extras(space, prep.sweep_dir, tracking_uri, parent_id, base_eval)  # scheduler, CPU budget, hypervolume trace
     logger = MLflowSweepLogger(
         tracking_uri, exp_id, parent_id, (maximize, minimize), prep.sweep_dir / "trials_state.json",
-        base_point={"trial": "base", "step": 0, **base_eval}, end_tags=extras.end_tags,
+        base_point={"trial": "base", "step": 0, **base_eval}, note=note, end_tags=extras.end_tags,
     )
+    logger.refresh_front()  # the base point and the description, before the first trial reports
 
     if arms is None:
-        searcher = OptunaSearch(
-            space={k: spec.distribution() for k, spec in space.params.items()},
-            metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (design.md)
-            mode=["max", "min"],
-            points_to_evaluate=space.initial_points or None,
-            sampler=optuna_sampler(space),
-        )
+        plan = search_plan(space)
+        console.print(plan.describe())
+        if plan.warning():
+            console.print(f"[yellow]warning:[/yellow] {plan.warning()}")
+        searcher = optuna_search(space)
         param_space, num_samples = None, space.budget.trials
     else:  # each point replaces one sample: num_samples = len(arms) runs exactly the arms
         keys = sorted({k for arm in arms for k in arm})
@@ -245,19 +216,30 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     try:
         grid = tuner.fit()
     except BaseException:  # Ctrl-C or a driver error: the parent run must not stay RUNNING forever
+        stop_progress()
         client.set_terminated(parent_id, status="KILLED")
         raise
     # the record on disk is current whichever copy of the callback ran (a restored Tuner unpickles its own)
-    logger = MLflowSweepLogger(tracking_uri, exp_id, parent_id, (maximize, minimize), logger.state_path)
-    front = logger.refresh_front()
+    logger = MLflowSweepLogger(tracking_uri, exp_id, parent_id, (maximize, minimize), logger.state_path, note=note)
+    eval_front = logger.refresh_front()
+    try:  # the eval front's checkpoints and the base policy on the test split: the reported front
+        report = report_on_test(prep, logger.points, eval_front, client, parent_id, log=console.print)
+    except BaseException:
+        client.set_terminated(parent_id, status="FAILED")
+        raise
+    log_test_front_hypervolume(space, prep.sweep_dir, tracking_uri, parent_id, report["front"])
     client.set_terminated(parent_id, status="FINISHED")
     errors = {r.metrics.get("trial_id", "?"): str(r.error).splitlines()[-1] if str(r.error) else repr(r.error) for r in grid if r.error}
-    return {"front": front, "points": logger.points, "errors": errors or logger.errors, "seconds": time.time() - started,
+    return {**report, "eval_front": eval_front, "points": logger.points, "errors": errors or logger.errors, "seconds": time.time() - started,
             "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
 
 
 def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str, logger, param_space: dict | None, num_samples: int, extras):
     from ray import tune
+
+    from paretorl.sweep.console import ProgressView
+
+    progress = ProgressView(*space.metrics, steps=space.trial_config({}).train.steps)
 
     return tune.Tuner(
         trainable,
@@ -266,9 +248,9 @@ def _new_tuner(trainable, searcher, space: SearchSpace, storage: str, name: str,
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[logger, *extras.callbacks],
+            callbacks=[logger, progress, *extras.callbacks],
             stop=extras.stop,
-            verbose=1,  # Tune's status table; per-evaluation lines come from the MLflow logger
+            verbose=0,  # our ProgressView replaces Tune's table; per-evaluation lines come from the MLflow logger
         ),
     )
 
@@ -278,11 +260,10 @@ def deep_copy_trial(space: SearchSpace, task_spec: str) -> dict:
     return json.loads(json.dumps(space.trial_config({}, {"task": {"name": task_spec}}).model_dump()))
 
 
-def print_front(front: list[dict], maximize: str, minimize: str, params: list[str]) -> None:
-    table = Table(title=f"Pareto front: {maximize} (max) vs {minimize} (min)")
-    for col in ["trial", "step", maximize.split("/")[-1], "tokens", *(k.split(".")[-1] for k in params)]:
-        table.add_column(col)
-    for p in front:
-        values = (f"{v:.3g}" if isinstance(v, float) else str(v) for v in (p.get(k, "-") for k in params))
-        table.add_row(str(p["trial"]), str(p["step"]), f"{p[maximize]:.3f}", f"{p[minimize]:.1f}", *values)
-    console.print(table)
+def print_front(front: list[dict], maximize: str, minimize: str, params: list[str], cutoff: list[dict] | None = None, base: dict | None = None) -> None:
+    """The reported front (test values with 95% intervals) as a table; see sweep/final_front.py."""
+    from paretorl.sweep.final_front import front_table
+
+    # at least 160 columns: in a log (80 by default) or a narrow terminal rich would cut the intervals to "0.1…"
+    wide = Console(file=console.file, width=max(console.width, 160), color_system=console.color_system)
+    wide.print(front_table(front, maximize, minimize, params, cutoff, base))

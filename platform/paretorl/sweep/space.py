@@ -9,6 +9,7 @@ objective is refused here, with the file and key named, instead of inside a tria
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,21 +157,126 @@ def load_space(path: str | Path, overrides: dict | None = None) -> SearchSpace:
             space.trial_config(point)
         except ValidationError as e:
             raise SpaceError(f"{path}: initial_points[{i}]: {_where(e)}") from None
+    for key, spec in space.params.items():
+        problem = unpreparable(key, spec)
+        if problem:
+            raise SpaceError(f"{path}: params.{key}: {problem}")
     problem = check_scheduler(space, base)
     if problem:
         raise SpaceError(f"{path}: {problem}")
-    if space.objectives.pass_k > base.eval.n_samples:
-        raise SpaceError(f"{path}: objectives.pass_k = {space.objectives.pass_k} exceeds eval.n_samples = {base.eval.n_samples}")
+    for field in ("n_samples", "test_samples"):
+        if space.objectives.pass_k > getattr(base.eval, field):
+            raise SpaceError(f"{path}: objectives.pass_k = {space.objectives.pass_k} exceeds eval.{field} = {getattr(base.eval, field)}")
     if space.objectives.pass_k & (space.objectives.pass_k - 1):
         raise SpaceError(f"{path}: objectives.pass_k must be a power of two (1, 2, 4, ...), got {space.objectives.pass_k}")
     return space
 
 
+# Keys that shape what every trial starts from: the base policy (model.*, sft.*) and the data
+# (task.*). They are prepared before Ray starts, once per distinct value (sweep/bases.py), so a
+# space may sweep them only over listed values.
+PREPARED_SECTIONS = ("model", "sft", "task")
+
+
+def unpreparable(key: str, spec: ParamSpec) -> str | None:
+    """Why a space may not sweep `key` (None if it may)."""
+    section = key.split(".", 1)[0]
+    if key == "task.name":
+        return "the task is chosen by --task or the space's `task:`; pass@k on different tasks cannot share a front: run one sweep per task"
+    if section == "eval":
+        return ("eval.* decides how every checkpoint is measured (selection on eval, the report on test); "
+                "points measured differently cannot share a front: set it under `trial:` instead")
+    if section in PREPARED_SECTIONS and spec.type != "categorical":
+        return (f"a {spec.type} range cannot be prepared ahead: each value of a {section}.* key needs its own "
+                f"{'splits' if section == 'task' else 'base policy'}, built before Ray starts; "
+                "list the values instead: {type: categorical, choices: [...]}")
+    return None
+
+
+# Optuna's defaults (TPE: 10 random startup trials; NSGA-II: a first generation of 50) leave
+# every trial of a 6-24 trial budget random. The random phase is sized from the budget instead.
+STARTUP_CAP = {"tpe": 10, "nsga2": 50}
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a sweep's trials split into initial points, random trials and model-guided trials.
+
+    startup: TPE's n_startup_trials, or NSGA-II's population_size (its random first generation):
+    the completed trials the model needs before it proposes. With `concurrent` trials at once,
+    the j-th trial is proposed when about j - concurrent trials are complete, so the first
+    model-guided trial is the (startup + concurrent)-th; initial points count as startup.
+    """
+
+    sampler: str
+    trials: int
+    concurrent: int
+    initial: int
+    startup: int
+
+    @property
+    def guided(self) -> int:
+        if self.sampler == "random":
+            return 0
+        return max(0, self.trials - max(self.initial, self.startup + self.concurrent - 1))
+
+    @property
+    def random(self) -> int:
+        return self.trials - min(self.initial, self.trials) - self.guided
+
+    def describe(self) -> str:
+        if self.sampler == "random":
+            return f"searcher: random, {self.trials} trials"
+        what = "startup trials" if self.sampler == "tpe" else "population"
+        return (f"searcher: {self.sampler}, {what} {self.startup} ({min(self.initial, self.trials)} initial points, "
+                f"{self.random} random), {self.guided} of {self.trials} trials model-guided, {self.concurrent} at a time")
+
+    def warning(self) -> str | None:
+        if self.sampler == "random" or self.guided:
+            return None
+        return (f"budget.trials = {self.trials} with max_concurrent = {self.concurrent} leaves no trial to the {self.sampler} model "
+                f"(it proposes once {self.startup} trials are complete): this sweep is a random search over its initial points; "
+                f"raise budget.trials above {max(self.initial, self.startup + self.concurrent - 1)}")
+
+
+def search_plan(space: SearchSpace) -> SearchPlan:
+    """The sizing rule: startup = floor(trials / 2) - concurrent + 1, clamped to [2, cap] (cap:
+    Optuna's default, 10 for TPE, 50 for NSGA-II), so that the first model-guided trial comes at
+    about half the budget; 'auto' concurrency counts as 1 until Ray resolves it."""
+    concurrent = space.budget.max_concurrent if isinstance(space.budget.max_concurrent, int) else 1
+    trials = space.budget.trials
+    startup = min(STARTUP_CAP.get(space.sampler, 10), max(2, trials // 2 - concurrent + 1))
+    return SearchPlan(space.sampler, trials, concurrent, len(space.initial_points), startup)
+
+
 def optuna_sampler(space: SearchSpace):
     import optuna
 
+    plan = search_plan(space)
     if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=space.seed)
+        return optuna.samplers.NSGAIISampler(seed=space.seed, population_size=plan.startup)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=space.seed)
-    return optuna.samplers.TPESampler(seed=space.seed, multivariate=True)
+    return optuna.samplers.TPESampler(seed=space.seed, multivariate=True, n_startup_trials=plan.startup)
+
+
+def optuna_search(space: SearchSpace):
+    """Tune's OptunaSearch over the space, multi-objective (pass@k up, mean tokens down).
+
+    What Optuna is told about a trial: the values in the trial's last report, which Tune hands to
+    `on_trial_complete`. Every report of the learner carries its latest evaluation, so Optuna
+    learns each trial's *latest* evaluation (its final checkpoint, or the last one before a
+    scheduler stopped it), not its best: "best" has no meaning for two objectives without a
+    weighting, and the best of several noisy evaluations is biased upward (the winner's curse
+    the test split exists to avoid). Every evaluated checkpoint still competes for the front.
+    """
+    from ray.tune.search.optuna import OptunaSearch
+
+    maximize, minimize = space.metrics
+    return OptunaSearch(
+        space={k: spec.distribution() for k, spec in space.params.items()},
+        metric=[maximize, minimize],  # multi-objective; metric/mode are NOT set in TuneConfig (docs/architecture.md)
+        mode=["max", "min"],
+        points_to_evaluate=space.initial_points or None,
+        sampler=optuna_sampler(space),
+    )

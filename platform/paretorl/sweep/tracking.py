@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from paretorl.sweep.mlflow_view import NOTE_TAG, mark_training_experiment, sweep_note, trial_run_name
 from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
 from paretorl.sweep.stopping import STOPPED_TAG
 
@@ -22,7 +23,7 @@ LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
 def resolve_tracking_uri(cli_uri: str | None) -> str:
     """--mlflow-uri, else $MLFLOW_TRACKING_URI, else an absolute sqlite file in the cwd.
 
-    Absolute because Tune changes a trial's working directory (design.md).
+    Absolute because Tune changes a trial's working directory (docs/architecture.md).
     """
     import os
 
@@ -43,10 +44,13 @@ def ensure_experiment(client, name: str, uri: str, artifact_location: str | None
     """
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        mark_training_experiment(client, exp.experiment_id)
         return exp.experiment_id
     if artifact_location is None and uri.startswith("sqlite:///"):  # keep artifacts beside the database, not relative to a cwd
         artifact_location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    exp_id = client.create_experiment(name, artifact_location=artifact_location)
+    mark_training_experiment(client, exp_id)
+    return exp_id
 
 
 def coverage_from(result: dict) -> dict[int, float]:
@@ -62,9 +66,10 @@ class MLflowSweepLogger(Callback):
     unpickles this callback) continues the same MLflow runs and never logs a step twice.
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None,
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: Path, base_point: dict | None = None, note: dict | None = None,
                  end_tags=None):
         self.tracking_uri = tracking_uri
+        self.note = note  # sweep_note's name, knobs and space_md: the parent run's description follows the front
         self.end_tags = end_tags  # sweep.stopping.EndTags: tags for a run that ends before its last step; picklable
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -88,11 +93,11 @@ class MLflowSweepLogger(Callback):
             self.last_step = saved.get("last_step", {})
 
     def __getstate__(self):
-        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path", "end_tags")
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path", "note", "end_tags")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.__dict__.update({"note": None, "end_tags": None, **state})  # a sweep pickled before descriptions (or end tags) existed
         self.runs, self.points, self.curves, self.last_step, self.errors = {}, [], {}, {}, {}
         self._connect()
 
@@ -104,7 +109,7 @@ class MLflowSweepLogger(Callback):
             return
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{trial.trial_id}",
+            run_name=trial_run_name(trial.trial_id, trial.config),
             tags={"mlflow.parentRunId": self.parent_run_id, "paretorl.trial_id": trial.trial_id},
         )
         self.runs[trial.trial_id] = run.info.run_id
@@ -113,7 +118,7 @@ class MLflowSweepLogger(Callback):
         params = [Param(k, str(v)) for k, v in sorted(trial.config.items())]
         self.client.log_batch(run.info.run_id, params=params)
         self._save()
-        print(f"[trial] {trial.trial_id} started (MLflow run {run.info.run_id})", flush=True)
+        print(f"[trial] {trial.trial_id} started (MLflow run {run.info.run_id}): {run.info.run_name}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
@@ -191,6 +196,9 @@ class MLflowSweepLogger(Callback):
             with tempfile.TemporaryDirectory() as tmp:
                 write_front(self.points, front, self.maximize, self.minimize, tmp)
                 self.client.log_artifacts(self.parent_run_id, tmp)
+        if self.note:
+            base = next((p for p in self.points if p.get("trial") == "base"), None)
+            self.client.set_tag(self.parent_run_id, NOTE_TAG, sweep_note(front=front, base=base, maximize=self.maximize, minimize=self.minimize, **self.note))
         return front
 
     def _save(self) -> None:

@@ -78,13 +78,15 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from paretorl.learner.policy import extensions_dir
     from paretorl.rollout.registry import create_registry
     from paretorl.rollout.serve import start_rollout_app
+    from paretorl.sweep.bases import trial_paths
 
     tree = trial_tree(sampled, base)
     cfg = TrialConfig.model_validate(tree)
+    paths = trial_paths(cfg, shared)  # the base policy and splits of this trial's own model/sft/task setting
     trial_id = tune.get_context().get_trial_id()
     registry_name, app_name = f"paretorl-weights-{trial_id}", rollout_app_name(trial_id)
     registry = create_registry(registry_name)
-    start_rollout_app(app_name, shared["base_model"], registry_name, cfg.rollout)
+    start_rollout_app(app_name, paths["base_model"], registry_name, cfg.rollout)
     use_gpu = cfg.resources.learner_gpus > 0
     env = {"TORCH_EXTENSIONS_DIR": extensions_dir(), **({} if use_gpu else {"DS_ACCELERATOR": "cpu"})}
     try:
@@ -92,8 +94,8 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
             train_loop,
             train_loop_config={
                 "trial": tree,
-                "paths": {"base_model": shared["base_model"], "eval": shared["eval"], "registry": registry_name, "rollout_app": app_name},
-                "base_eval": shared.get("base_eval"),
+                "paths": {"base_model": paths["base_model"], "eval": paths["eval"], "registry": registry_name, "rollout_app": app_name},
+                "base_eval": shared.get("base_eval") if all(paths[k] == shared[k] for k in paths) else None,  # the reference base's, on its eval split
             },
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(
@@ -101,7 +103,7 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
                 use_gpu=use_gpu,
                 resources_per_worker={"CPU": cfg.resources.learner_cpus, **({"GPU": cfg.resources.learner_gpus} if use_gpu else {})},
             ),
-            datasets={"train": prompt_dataset(shared["train"])},
+            datasets={"train": prompt_dataset(paths["train"])},
             run_config=RunConfig(
                 name=f"train-{trial_id}",
                 storage_path=shared["storage"],

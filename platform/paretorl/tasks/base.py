@@ -6,8 +6,10 @@ A task is any class with these three methods (built-in tasks use the same interf
     score(row: dict, completion: str) -> bool                 the verifier
     demonstrate(row: dict, rng: random.Random) -> str         a correct worked solution (SFT warm start)
 
-`split` is "train" or "eval"; the two must not share prompts. `generate` is deterministic in
-(split, n, seed). Row values must be Parquet-friendly (str, int, float, bool) and every row has
+`split` is "train", "eval" (selection during a sweep) or "test" (the final report only); the
+splits must not share prompts. `generate` is deterministic in (split, n, seed). A task written
+for "train" and "eval" only (its `generate` raises ValueError on "test") still works: its test
+prompts are carved from a larger eval draw (`tasks/data.py:write_splits`). Row values must be Parquet-friendly (str, int, float, bool) and every row has
 the same columns; "prompt" and "answer" are non-empty strings. Rows come back from Parquet with
 all their columns, so `score` and `demonstrate` may rely on any column `generate` wrote.
 
@@ -25,8 +27,9 @@ import hashlib
 import random
 from typing import Protocol, runtime_checkable
 
-SPLITS = ("train", "eval")
+SPLITS = ("train", "eval", "test")
 EVAL_PERCENT = 10  # share of the problem space (by prompt hash) reserved for "eval"
+TEST_PERCENT = 10  # the next share, reserved for "test" (taken from train's: eval stays as it was)
 
 
 @runtime_checkable
@@ -48,11 +51,13 @@ def split_of(prompt: str) -> str:
     """The split a prompt belongs to, from a stable hash of its text.
 
     Generators draw problems and keep those whose prompt falls in the requested split, so the
-    train and eval splits are disjoint by construction whatever the seeds and sizes, and each
+    three splits are disjoint by construction whatever the seeds and sizes, and each
     difficulty level keeps the same share of problems in each split.
     """
-    digest = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
-    return "eval" if int.from_bytes(digest, "big") % 100 < EVAL_PERCENT else "train"
+    bucket = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest(), "big") % 100
+    if bucket < EVAL_PERCENT:
+        return "eval"
+    return "test" if bucket < EVAL_PERCENT + TEST_PERCENT else "train"
 
 
 def split_rng(task: str, split: str, seed: int) -> random.Random:

@@ -1,4 +1,4 @@
-"""Task rows on disk: a train and an eval Parquet file per task, written once, read by Ray Data."""
+"""Task rows on disk: train, eval and test Parquet files per task, written once, read by Ray Data."""
 
 from __future__ import annotations
 
@@ -40,22 +40,24 @@ def validate_rows(rows: list[dict], source: str) -> None:
             raise ValueError(f"{source}: row {i} has fields {sorted(row)}, row 0 has {sorted(columns)}")
 
 
-def write_splits(task, out_dir: str | os.PathLike, n_train: int, n_eval: int, seed: int) -> dict[str, str]:
-    """Write `train.parquet` and `eval.parquet` under `out_dir`; return {split: path}.
+def write_splits(task, out_dir: str | os.PathLike, n_train: int, n_eval: int, seed: int, *, n_test: int) -> dict[str, str]:
+    """Write `train.parquet`, `eval.parquet` and `test.parquet` under `out_dir`; return {split: path}.
 
     Idempotent: when `meta.json` there records the same task, knobs, sizes and seed, the files
-    are reused. Eval rows whose prompt also occurs in train are dropped (built-in tasks never
-    produce any; a plugin might), and an eval split left empty is an error. Files are written
-    to a temporary name and renamed, so concurrent callers with the same parameters are safe.
+    are reused. Rows of a later split (eval, then test) whose prompt occurs in an earlier one are
+    dropped (built-in tasks never produce any; a plugin might), and a split left empty is an
+    error. A task that knows no "test" split (its `generate` raises ValueError for it) gets its
+    test rows from a larger eval draw, minus the eval split's prompts. Files are written to a
+    temporary name and renamed, so concurrent callers with the same parameters are safe.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
-    paths = {split: str(out / f"{split}.parquet") for split in ("train", "eval")}
+    paths = {split: str(out / f"{split}.parquet") for split in ("train", "eval", "test")}
     params = _jsonable({"task": f"{type(task).__module__}.{type(task).__qualname__}",
-                        "knobs": _knobs(task), "n_train": n_train, "n_eval": n_eval, "seed": seed,
-                        "format": FORMAT_VERSION})
+                        "knobs": _knobs(task), "n_train": n_train, "n_eval": n_eval, "n_test": n_test,
+                        "seed": seed, "format": FORMAT_VERSION})
     meta_path = out / META
     if meta_path.is_file() and all(Path(p).is_file() for p in paths.values()):
         try:
@@ -65,25 +67,48 @@ def write_splits(task, out_dir: str | os.PathLike, n_train: int, n_eval: int, se
             pass  # a damaged meta.json: regenerate
 
     name = type(task).__name__
-    train = task.generate("train", n_train, seed)
-    validate_rows(train, f"{name}.generate('train', {n_train}, {seed})")
-    evals = task.generate("eval", n_eval, seed)
-    validate_rows(evals, f"{name}.generate('eval', {n_eval}, {seed})")
+    train = _generate(task, "train", n_train, seed)
     seen = {row["prompt"] for row in train}
-    kept = [row for row in evals if row["prompt"] not in seen]
-    if not kept:
-        raise ValueError(f"{name}: every eval prompt also occurs in train; make generate() keep "
-                         "the splits apart (e.g. by a hash of the prompt, see tasks/base.py)")
-    if len(kept) < len(evals):
-        log.warning("%s: dropped %d of %d eval rows whose prompt is in train",
-                    name, len(evals) - len(kept), len(evals))
+    evals = _disjoint(_generate(task, "eval", n_eval, seed), seen, name, "eval")
+    seen |= {row["prompt"] for row in evals}
+    tests = _disjoint(_test_draw(task, n_eval, n_test, seed), seen, name, "test")[:n_test]
 
     out.mkdir(parents=True, exist_ok=True)
-    for split, rows in (("train", train), ("eval", kept)):
+    splits = {"train": train, "eval": evals, "test": tests}
+    for split, rows in splits.items():
         _replace(paths[split], lambda tmp, rows=rows: pq.write_table(pa.Table.from_pylist(rows), tmp))
-    meta = {"params": params, "rows": {"train": len(train), "eval": len(kept)}}
+    meta = {"params": params, "rows": {split: len(rows) for split, rows in splits.items()}}
     _replace(str(meta_path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return paths
+
+
+def _generate(task, split: str, n: int, seed: int) -> list[dict]:
+    rows = task.generate(split, n, seed)
+    validate_rows(rows, f"{type(task).__name__}.generate({split!r}, {n}, {seed})")
+    return rows
+
+
+def _test_draw(task, n_eval: int, n_test: int, seed: int) -> list[dict]:
+    """The task's own test split, or (a task written for train/eval only) a larger eval draw."""
+    try:
+        rows = task.generate("test", n_test, seed)
+    except ValueError as e:
+        log.warning("%s: no 'test' split (%s); its test prompts come from an eval draw of %d rows, minus the eval split",
+                    type(task).__name__, e, n_eval + n_test)
+        return _generate(task, "eval", n_eval + n_test, seed)
+    validate_rows(rows, f"{type(task).__name__}.generate('test', {n_test}, {seed})")
+    return rows
+
+
+def _disjoint(rows: list[dict], seen: set[str], name: str, split: str) -> list[dict]:
+    """`rows` without those whose prompt is in an earlier split; an empty result is an error."""
+    kept = [row for row in rows if row["prompt"] not in seen]
+    if not kept:
+        raise ValueError(f"{name}: every {split} prompt also occurs in an earlier split; make generate() keep "
+                         "the splits apart (e.g. by a hash of the prompt, see tasks/base.py)")
+    if len(kept) < len(rows):
+        log.warning("%s: dropped %d of %d %s rows whose prompt is in an earlier split", name, len(rows) - len(kept), len(rows), split)
+    return kept
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:

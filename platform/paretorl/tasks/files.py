@@ -4,8 +4,8 @@ Each row needs a question and an answer. The question column is the first presen
 `prompt`, `question`, `problem` (or `prompt_key`); the answer column the first of `answer`,
 `solution` (or `answer_key`). Answers are normalised (`grading.normalize_gold`): GSM8K's
 ``... #### 42`` becomes ``42``, a MATH solution its last ``\\boxed{...}``. The paper's instruction
-is appended to every question that does not already contain it. Rows are split into train and
-eval by a hash of the prompt (`split_of`, as the generated tasks do); `generate(split, n, seed)`
+is appended to every question that does not already contain it. Rows are split into train,
+eval and test by a hash of the prompt (`split_of`, as the generated tasks do); `generate(split, n, seed)`
 returns up to n rows of the split, shuffled by `seed`. Grading: math-verify on the last boxed
 answer, with a time limit (`grading.MathGrader`).
 
@@ -68,7 +68,7 @@ class FileTask:
         rows = [r for r in self.rows() if split_of(r["prompt"]) == split]
         if not rows:
             raise ValueError(f"dataset {self.path}: no rows fall in the {split!r} split (it has {len(self.rows())} rows; "
-                             "about 10% of prompts go to eval, by a hash of the prompt)")
+                             "about 10% of prompts go to eval and 10% to test, by a hash of the prompt)")
         random.Random(f"file:{split}:{seed}").shuffle(rows)
         return rows[:n]
 

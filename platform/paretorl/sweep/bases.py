@@ -1,0 +1,145 @@
+"""What a trial starts from, per distinct setting of the swept model.*, sft.* and task.* keys.
+
+A space may sweep keys that shape the base policy (model.*, sft.*) or the data (task.*). Each
+distinct (model, sft, task) setting the space can sample gets its own base policy (the SFT
+cache, `models/sft.py`, is keyed by content, so equal settings share one), and each distinct
+task setting its own train/eval/test splits. All are prepared before Ray starts; a trial looks
+up its own by the setting of its config (`trial_paths`), so its verifier, its data and its base
+policy always come from the same task settings. Continuous ranges over these keys are refused
+when the space loads (`space.unpreparable`): they cannot be prepared ahead.
+
+The *reference* setting gives the sweep's base point (measured on its eval and test splits) and
+the cutoff baseline: the space's fixed `trial:` settings, with the swept base keys at the first
+initial point's values (else at their first choice), so it is always a setting trials use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paretorl.config import TrialConfig
+from paretorl.sweep.space import PREPARED_SECTIONS, SearchSpace
+
+
+def swept_base_keys(space: SearchSpace) -> list[str]:
+    return sorted(k for k in space.params if k.split(".", 1)[0] in PREPARED_SECTIONS)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+
+
+def task_key(cfg: TrialConfig) -> str:
+    """Names a distinct task setting (its splits)."""
+    return _digest(cfg.task.model_dump())
+
+
+def setting_key(cfg: TrialConfig) -> str:
+    """Names a distinct (model, sft, task) setting (its base policy and splits)."""
+    return _digest([cfg.task.model_dump(), cfg.model.model_dump(), cfg.sft.model_dump()])
+
+
+def reference_config(space: SearchSpace, task_spec: str) -> TrialConfig:
+    """The reference setting's trial config (see the module doc)."""
+    keys = swept_base_keys(space)
+    first = space.initial_points[0] if space.initial_points else {k: space.params[k].choices[0] for k in keys}
+    return space.trial_config({k: first[k] for k in keys}, {"task": {"name": task_spec}})
+
+
+def base_settings(space: SearchSpace, task_spec: str) -> list[TrialConfig]:
+    """The reference setting first, then every other distinct setting the space can sample:
+    each combination of the swept base keys' choices, and those of the initial points."""
+    extra = {"task": {"name": task_spec}}
+    keys = swept_base_keys(space)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(space.params[k].choices for k in keys))] if keys else []
+    combos += [{k: point[k] for k in keys} for point in space.initial_points]
+    settings: dict[str, TrialConfig] = {}
+    for cfg in [reference_config(space, task_spec), *(space.trial_config(c, extra) for c in combos)]:
+        settings.setdefault(setting_key(cfg), cfg)
+    return list(settings.values())
+
+
+@dataclass
+class PreparedBases:
+    reference: dict  # {"base_model", "train", "eval"} of the reference setting
+    settings: dict = field(default_factory=dict)  # setting_key -> {"base_model", "train", "eval"}: what trials may read
+    test_splits: dict = field(default_factory=dict)  # task_key -> test split path: the report only, never a trial
+
+
+def prepare_bases(space: SearchSpace, task_spec: str, data_dir: Path, cache_dir: Path, log=print) -> PreparedBases:
+    """Splits and a base policy for every setting of `base_settings`; raises on bad input.
+
+    The reference setting's splits go to `data_dir`, any other task setting's to
+    `data_dir/<task key>/`.
+    """
+    configs = base_settings(space, task_spec)
+    if len(configs) > 1:
+        log(f"the space sweeps {', '.join(swept_base_keys(space))}: preparing {len(configs)} base settings")
+    prepared = PreparedBases(reference={})
+    split_dirs: dict[str, dict] = {}
+    for i, cfg in enumerate(configs):
+        tkey = task_key(cfg)
+        if tkey not in split_dirs:
+            split_dirs[tkey] = _write_splits(cfg, task_spec, data_dir if i == 0 else data_dir / tkey)
+        splits = split_dirs[tkey]
+        paths = {"base_model": str(_base_policy(cfg, task_spec, splits, cache_dir, log)), "train": splits["train"], "eval": splits["eval"]}
+        prepared.settings[setting_key(cfg)] = paths
+        prepared.test_splits[tkey] = splits["test"]
+        if i == 0:
+            prepared.reference = dict(paths)
+    return prepared
+
+
+def trial_paths(cfg: TrialConfig, shared: dict) -> dict:
+    """The base policy and train/eval splits of a trial's own setting."""
+    try:
+        return shared["settings"][setting_key(cfg)]
+    except KeyError:
+        raise KeyError(f"no base policy was prepared for this trial's model/sft/task settings ({setting_key(cfg)}); "
+                       "were they changed after the sweep was prepared?") from None
+
+
+def _write_splits(cfg: TrialConfig, task_spec: str, out_dir: Path) -> dict:
+    from paretorl.tasks import load_task, read_rows, validate_rows, write_splits
+
+    task = load_task(task_spec, **cfg.task.kwargs)
+    splits = write_splits(task, out_dir, cfg.task.n_train, cfg.task.n_eval, cfg.task.seed, n_test=cfg.task.n_test)
+    for split in ("train", "eval", "test"):
+        validate_rows(read_rows(splits[split]), splits[split])
+    n_train = len(read_rows(splits["train"]))
+    if n_train < cfg.train.prompts_per_step:
+        raise ValueError(f"{splits['train']}: {n_train} rows, fewer than train.prompts_per_step = {cfg.train.prompts_per_step}")
+    return {split: str(Path(path).resolve()) for split, path in splits.items()}
+
+
+def _base_policy(cfg: TrialConfig, task_spec: str, splits: dict, cache_dir: Path, log) -> Path:
+    """The tiny model warm-started by SFT, or the pretrained model (converted once), SFT only if asked."""
+    from paretorl.models.sft import warm_start
+    from paretorl.tasks import load_task, read_rows
+
+    task = load_task(task_spec, **cfg.task.kwargs)
+    train_rows = read_rows(splits["train"])
+    init = None
+    if cfg.model.pretrained:
+        from paretorl.models.pretrained import check_context, convert_pretrained
+
+        init = convert_pretrained(cfg.model.pretrained, cache_dir, log=log)
+        prompts = [r["prompt"] for split in ("train", "eval", "test") for r in (train_rows if split == "train" else read_rows(splits[split]))]
+        check_context(init, prompts, max(cfg.train.max_new_tokens, cfg.eval.max_new_tokens))
+        if not cfg.sft.on_pretrained:
+            return init
+    _check_demonstrations(task, train_rows, task_spec)
+    return warm_start(task, cfg.task, cfg.model, cfg.sft, train_rows, cache_dir, log=log, init_dir=init)
+
+
+def _check_demonstrations(task, rows: list[dict], spec: str, n: int = 20) -> None:
+    """A task whose own demonstrations fail its verifier would train on noise: refuse it."""
+    rng = random.Random(0)
+    bad = [i for i, row in enumerate(rows[:n]) if not task.score(row, task.demonstrate(row, rng))]
+    if bad:
+        raise ValueError(f"task {spec}: demonstrate() produced solutions that score() rejects for rows {bad[:5]} of the training split")
