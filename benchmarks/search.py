@@ -112,20 +112,25 @@ def search_plan(args, space: dict):
     return search_plan(SearchSpace.model_validate({**space, "budget": {**space["budget"], "trials": args.random_trials, "cpu_seconds": None}}))
 
 
+def size_searcher_for(trials: int) -> None:
+    """From now on, this process's sweeps size their sampler for `trials`, whatever their budget.trials."""
+    import paretorl.sweep.space as space_mod
+
+    product_sampler = space_mod.optuna_sampler
+
+    def sized(space):  # optuna_search looks optuna_sampler up at call time
+        return product_sampler(space.model_copy(update={"budget": space.budget.model_copy(update={"trials": trials})}))
+
+    space_mod.optuna_sampler = sized
+
+
 def run_one(spec_json: str) -> int:
     """In a child process: size the searcher for `sized_trials` if given, then jobs/sweep.py's main."""
     import importlib.util
 
     spec = json.loads(spec_json)
     if spec["sized_trials"]:
-        import paretorl.sweep.space as space_mod
-
-        product_sampler = space_mod.optuna_sampler
-
-        def sized(space):  # optuna_search looks optuna_sampler up at call time
-            return product_sampler(space.model_copy(update={"budget": space.budget.model_copy(update={"trials": spec["sized_trials"]})}))
-
-        space_mod.optuna_sampler = sized
+        size_searcher_for(spec["sized_trials"])
     loader = importlib.util.spec_from_file_location("sweep_job", ROOT / "jobs" / "sweep.py")
     job = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(job)

@@ -54,3 +54,15 @@ def test_each_method_gets_its_sampler_scheduler_and_budget(tmp_path):
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "random,bohb"])
     assert math.isclose(bench.hv_at([[0, 0.1]], math.inf), 0.1)
+
+
+def test_a_budgeted_run_sizes_its_searcher_for_random_s_trials_not_its_cap(tmp_path, monkeypatch):
+    import paretorl.sweep.space as space_mod
+    from paretorl.sweep.space import SearchSpace
+
+    monkeypatch.setattr(space_mod, "optuna_sampler", space_mod.optuna_sampler)  # restored after the test
+    args = bench.parse_args(["--out", str(tmp_path)])
+    space = SearchSpace.model_validate(bench.run_space(args, "tpe_moasha", 0, 500.0))
+    assert space_mod.optuna_sampler(space)._n_startup_trials == 10  # the cap of 48 trials: Optuna's 10
+    bench.size_searcher_for(args.random_trials)
+    assert space_mod.optuna_search(space)._sampler._n_startup_trials == 12 // 2 - 2 + 1
