@@ -126,5 +126,6 @@ def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache
         losses = train_sft(model, tokenizer, pairs, sft_cfg, max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
     meta = {"params": n_params, "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
     save_base_policy(model, tokenizer, out, meta)
-    log(f"base policy: trained in {meta['seconds']} s, final loss {meta['final_loss']:.3f}, saved to {out}")
+    loss = "no SFT steps" if meta["final_loss"] is None else f"final loss {meta['final_loss']:.3f}"  # sft.steps 0: the untrained model
+    log(f"base policy: trained in {meta['seconds']} s, {loss}, saved to {out}")
     return out
