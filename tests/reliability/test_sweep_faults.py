@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+
+import yaml
 
 from tests.jobs.test_sweep_job import mlflow_runs
 from tests.reliability.sweeps import Job, tiny_space
@@ -44,6 +47,10 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, cach
         initial_points=[{"algo.objective": "grpo", "train.lr": 1e-3}, {"algo.objective": "maxrl", "train.lr": 1e-3}],
         trials=3, max_concurrent=1,
     )
+    # MO-ASHA that records every trial at its rung (step 2) and stops none (eta ~1: eta * rank < n for
+    # n < 101), so the test also sees the scheduler's state carried over the restart
+    tree = yaml.safe_load(space.read_text())
+    space.write_text(yaml.safe_dump({**tree, "scheduler": {"type": "moasha", "grace_steps": 2, "reduction_factor": 1.01}}))
     args = ["--space", str(space), "--name", "resume", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)]
     job = Job(args, tmp_path)
     first = job.wait_for(lambda line: line.startswith("[trial]") and line.split()[2] == "started", 600).split()[1]
@@ -76,3 +83,7 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path, cach
     assert "Pareto front on the test split" in resumed.output
     front = (tmp_path / "runs" / "resume" / "trials_state.json").read_text()
     assert all(t in front for t in (first, second))
+    # the second trial was ranked at its rung before the kill; its re-reported step 2 is not ranked again
+    assert f"[moasha] trial {second} at rung 2" in job.output and f"[moasha] trial {second} at rung 2" not in resumed.output
+    rung = json.loads((tmp_path / "runs" / "resume" / "moasha_state.json").read_text())["recorded"]["2"]
+    assert len(rung) == 3 and {first, second} <= set(rung)

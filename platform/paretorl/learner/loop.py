@@ -125,6 +125,9 @@ def train_loop(loop_config: dict) -> None:
         version = max(version, published) + 1  # (a crash right after a report can lose that report's checkpoint)
         _publish(registry, version, model, rank)
 
+    if not last_eval and rank == 0:  # a base the driver did not evaluate (a swept model/sft/task setting): Tune needs the objectives in every report
+        last_eval = {**evaluate_policy(rollout, version, tokenizer, task, eval_rows, cfg.eval, seed=cfg.train.seed), "eval/step": 0}
+
     stream = prompt_stream(ray.train.get_dataset_shard("train"), g, cfg.train.seed, start_batch)
     for step in range(start_step + 1, cfg.train.steps + 1):
         if step == cfg.faults.crash_at_step and checkpoint is None and rank == 0:

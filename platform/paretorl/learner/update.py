@@ -168,7 +168,7 @@ def _update_micro(engine, ref_model, rows: _Rows, idx: list[int], old, normalize
     batch = rows.batch(idx)
     logprobs, entropy = response_logprobs(engine, batch, t.temperature, with_entropy=True, autocast=autocast)
     old_lp = logprobs.detach()  # on-policy: the sampling policy is the one being differentiated
-    if old is None and counts:
+    if old is None and (counts or not acc.diff_tokens):  # a placeholder measures the drift when nothing else did
         acc.add_rollout_diff(old_lp, rows.rollout_lp(idx, old_lp.shape[1]), batch.mask)
     elif old is not None:  # pi_old from before this batch's first update
         old_lp = old_lp.clone()
@@ -230,8 +230,9 @@ class _Metrics:
         self.diff_tokens += int(mask.sum())
 
     def summary(self, updates: int) -> dict[str, float]:
-        if not self.parts:  # every row had zero advantage: the loss is exactly 0, no log-prob was computed
-            return {"train/pg_loss": 0.0, "rollout/logprob_abs_diff": float("nan")}
+        diff = self.diff_sum / self.diff_tokens if self.diff_tokens else float("nan")
+        if not self.parts:  # every row had zero advantage: the loss is exactly 0; the placeholder row measured the drift
+            return {"train/pg_loss": 0.0, "rollout/logprob_abs_diff": diff}
         merged = algos.merge_micro_metrics(self.parts)  # all mini-batches at once: summed shares, token means
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         out = {}
@@ -240,5 +241,5 @@ class _Metrics:
                 out[f"train/{key}"] = (_all_reduce(value, torch.distributed.ReduceOp.SUM) / world if world > 1 else value) / updates
             elif key != "tokens":
                 out[f"train/{key}"] = value
-        out["rollout/logprob_abs_diff"] = self.diff_sum / max(self.diff_tokens, 1)
+        out["rollout/logprob_abs_diff"] = diff
         return out

@@ -128,7 +128,8 @@ def warm_start(task, task_cfg, model_cfg, sft_cfg, train_rows: list[dict], cache
             losses = train_sft(model, tokenizer, pairs, sft_cfg, max_len, lambda i, n, loss: bar.update(job, completed=i, loss=loss))
         meta = {"params": n_params, "final_loss": losses[-1] if losses else None, "seconds": round(time.time() - started, 1)}
         save_base_policy(model, tokenizer, out, meta)
-        return f"base policy: trained in {meta['seconds']} s, final loss {meta['final_loss']:.3f}"
+        loss = "no SFT steps" if meta["final_loss"] is None else f"final loss {meta['final_loss']:.3f}"  # sft.steps 0: the untrained model
+        return f"base policy: trained in {meta['seconds']} s, {loss}"
 
     name = f"base-{cache_key(task, task_cfg, model_cfg, sft_cfg, init)}"
     return storage.cached_dir(cache_root, name, build, marker="paretorl_base.json", label="base policy:", log=log)

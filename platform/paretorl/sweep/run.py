@@ -153,6 +153,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from paretorl.sweep.space import optuna_search, search_plan
     from paretorl.sweep.console import stop_progress
     from paretorl.sweep.mlflow_view import space_markdown
+    from paretorl.sweep.stopping import log_test_front_hypervolume, tune_extras
     from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
 
@@ -180,9 +181,10 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
         )
         write_record(prep.sweep_dir, experiment_id=exp_id, parent_run_id=parent_id)
     note = {"name": name, "knobs": list(space.params), "space_md": space_markdown(space)}  # the parent run's description
+    extras = tune_extras(space, prep.sweep_dir, tracking_uri, parent_id, base_eval)  # scheduler, CPU budget, hypervolume trace
     logger = MLflowSweepLogger(
         tracking_uri, exp_id, parent_id, (maximize, minimize), storage.join(prep.sweep_dir, "trials_state.json"),
-        base_point={"trial": "base", "step": 0, **base_eval}, note=note,
+        base_point={"trial": "base", "step": 0, **base_eval}, note=note, end_tags=extras.end_tags,
     )
     logger.refresh_front()  # the base point and the description, before the first trial reports
 
@@ -208,7 +210,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
         tuner = tune.Tuner.restore(restore["storage_path"], trainable, resume_unfinished=True, resume_errored=False, restart_errored=False,
                                    storage_filesystem=restore.get("storage_filesystem"))
     else:
-        tuner = _new_tuner(trainable, searcher, space, tune_storage, name, logger, param_space, num_samples)
+        tuner = _new_tuner(trainable, searcher, space, tune_storage, name, logger, param_space, num_samples, extras)
     started = time.time()
     try:
         grid = tuner.fit()
@@ -225,13 +227,14 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     except BaseException:
         client.set_terminated(parent_id, status="FAILED")
         raise
+    log_test_front_hypervolume(space, prep.sweep_dir, tracking_uri, parent_id, report["front"])
     client.set_terminated(parent_id, status="FINISHED")
     errors = {r.metrics.get("trial_id", "?"): str(r.error).splitlines()[-1] if str(r.error) else repr(r.error) for r in grid if r.error}
     return {**report, "eval_front": eval_front, "points": logger.points, "errors": errors or logger.errors, "seconds": time.time() - started,
             "parent_run_id": parent_id, "experiment_id": exp_id, "trials": len(grid)}
 
 
-def _new_tuner(trainable, searcher, space: SearchSpace, tune_storage: dict, name: str, logger, param_space: dict | None, num_samples: int):
+def _new_tuner(trainable, searcher, space: SearchSpace, tune_storage: dict, name: str, logger, param_space: dict | None, num_samples: int, extras):
     from ray import tune
 
     from paretorl.sweep.console import ProgressView
@@ -241,11 +244,12 @@ def _new_tuner(trainable, searcher, space: SearchSpace, tune_storage: dict, name
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_samples, max_concurrent_trials=space.budget.max_concurrent),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=extras.scheduler, num_samples=num_samples, max_concurrent_trials=space.budget.max_concurrent),
         run_config=tune.RunConfig(
             name=name,
             **tune_storage,  # storage_path (and storage_filesystem for object storage)
-            callbacks=[logger, progress],
+            callbacks=[logger, progress, *extras.callbacks],
+            stop=extras.stop,
             verbose=0,  # our ProgressView replaces Tune's table; per-evaluation lines come from the MLflow logger
         ),
     )

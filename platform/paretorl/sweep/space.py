@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from paretorl.config import TrialConfig, deep_merge, set_path
+from paretorl.sweep.stopping import FIFOSpec, HypervolumeSpec, SchedulerSpec, check_scheduler
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -76,6 +77,8 @@ class Budget(_Strict):
         2, description="trials running at once; 'auto': the cluster's GPUs // one trial's GPUs, once Ray is up (paretorl.sweep.cluster)"
     )
 
+    cpu_seconds: float | None = Field(None, gt=0, description="end the sweep once its trials have used this many CPU-seconds (sweep/hypervolume.py); None: no limit")
+
     @field_validator("max_concurrent")
     @classmethod
     def _positive(cls, v):
@@ -94,6 +97,8 @@ class SearchSpace(_Strict):
     budget: Budget = Field(default_factory=Budget)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0
+    scheduler: SchedulerSpec = Field(default_factory=FIFOSpec, description="fifo | moasha (early stopping at rungs; sweep/stopping.py)")
+    hypervolume: HypervolumeSpec = Field(default_factory=HypervolumeSpec)
     params: dict[str, ParamSpec]
     initial_points: list[dict[str, Any]] = Field(default_factory=list)
     trial: dict[str, Any] = Field(default_factory=dict, description="fixed TrialConfig fields for every trial")
@@ -156,6 +161,9 @@ def load_space(path: str | Path, overrides: dict | None = None) -> SearchSpace:
         problem = unpreparable(key, spec)
         if problem:
             raise SpaceError(f"{path}: params.{key}: {problem}")
+    problem = check_scheduler(space, base)
+    if problem:
+        raise SpaceError(f"{path}: {problem}")
     for field in ("n_samples", "test_samples"):
         if space.objectives.pass_k > getattr(base.eval, field):
             raise SpaceError(f"{path}: objectives.pass_k = {space.objectives.pass_k} exceeds eval.{field} = {getattr(base.eval, field)}")

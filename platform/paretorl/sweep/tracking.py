@@ -16,6 +16,7 @@ from ray.tune import Callback
 from paretorl import storage
 from paretorl.sweep.mlflow_view import NOTE_TAG, mark_training_experiment, sweep_note, trial_run_name
 from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
+from paretorl.sweep.stopping import STOPPED_TAG
 
 LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
 
@@ -66,9 +67,11 @@ class MLflowSweepLogger(Callback):
     unpickles this callback) continues the same MLflow runs and never logs a step twice.
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: str | Path, base_point: dict | None = None, note: dict | None = None):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, metrics: tuple[str, str], state_path: str | Path, base_point: dict | None = None, note: dict | None = None,
+                 end_tags=None):
         self.tracking_uri = tracking_uri
         self.note = note  # sweep_note's name, knobs and space_md: the parent run's description follows the front
+        self.end_tags = end_tags  # sweep.stopping.EndTags: tags for a run that ends before its last step; picklable
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics
@@ -91,11 +94,11 @@ class MLflowSweepLogger(Callback):
             self.last_step = saved.get("last_step", {})
 
     def __getstate__(self):
-        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path", "note")
+        keep = ("tracking_uri", "experiment_id", "parent_run_id", "maximize", "minimize", "state_path", "note", "end_tags")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state):
-        self.__dict__.update({"note": None, **state})  # a sweep pickled before descriptions existed has no note
+        self.__dict__.update({"note": None, "end_tags": None, **state})  # a sweep pickled before descriptions (or end tags) existed
         self.runs, self.points, self.curves, self.last_step, self.errors = {}, [], {}, {}, {}
         self._connect()
 
@@ -150,7 +153,17 @@ class MLflowSweepLogger(Callback):
             )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, "FINISHED")
+        self._finish(trial, "FINISHED", self.end_tags(trial.trial_id) if self.end_tags else None)
+
+    def on_experiment_end(self, trials, **info):
+        # A spent CPU budget (budget.cpu_seconds) ends the sweep with trials running, without
+        # on_trial_complete: close their runs here. After a crash, end_tags says None: the runs
+        # stay open for --resume to continue.
+        for trial in trials:
+            run_id = self.runs.get(trial.trial_id)
+            tags = self.end_tags.sweep_end(trial.trial_id) if self.end_tags and run_id else None
+            if tags is not None and self.client.get_run(run_id).info.status == "RUNNING":
+                self._finish(trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         message = _error_message(trial)
@@ -159,10 +172,12 @@ class MLflowSweepLogger(Callback):
         self._finish(trial, "FAILED")
 
     # --- helpers ------------------------------------------------------------------------
-    def _finish(self, trial, status: str) -> None:
+    def _finish(self, trial, status: str, tags: dict | None = None) -> None:
         run_id = self.runs.get(trial.trial_id)
         if run_id is None:
             return
+        for key, value in (tags or {}).items():
+            self.client.set_tag(run_id, key, value)
         curves = self.curves.get(trial.trial_id)
         if curves:
             with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +187,8 @@ class MLflowSweepLogger(Callback):
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
         self._save()
-        print(f"[trial] {trial.trial_id} {status.lower()}", flush=True)
+        stopped = (tags or {}).get(STOPPED_TAG)
+        print(f"[trial] {trial.trial_id} {status.lower()}" + (f" (stopped early: {stopped})" if stopped else ""), flush=True)
         self.refresh_front()
 
     def refresh_front(self) -> list[dict]:

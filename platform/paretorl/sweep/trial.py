@@ -74,6 +74,38 @@ class ReportWithURIs(TuneReportCallback):
         super().after_report(run_context, metrics, None)
 
 
+def rollout_app_name(trial_id: str) -> str:
+    return f"paretorl-rollout-{trial_id}"
+
+
+class ReleaseTrialApps(tune.Callback):
+    """Deletes an ended trial's rollout Serve app if it is still deployed.
+
+    `run_trial` deletes it in its `finally`, but a trial that Tune stops (a scheduler's STOP, a
+    spent CPU budget) has its actor ended without that `finally` running; Serve apps outlive
+    their creator, and the replicas would keep their reserved CPUs for the rest of the sweep.
+    """
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        _release(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        _release(trial.trial_id)
+
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:
+            _release(trial.trial_id)
+
+
+def _release(trial_id: str) -> None:
+    from ray import serve
+
+    name = rollout_app_name(trial_id)
+    if name in serve.status().applications:
+        serve.delete(name)
+        print(f"[trial] {trial_id}: rollout app {name} released", flush=True)
+
+
 def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from ray import serve
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -90,7 +122,7 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     cfg = TrialConfig.model_validate(tree)
     paths = trial_paths(cfg, shared)  # the base policy and splits of this trial's own model/sft/task setting
     trial_id = tune.get_context().get_trial_id()
-    registry_name, app_name = f"paretorl-weights-{trial_id}", f"paretorl-rollout-{trial_id}"
+    registry_name, app_name = f"paretorl-weights-{trial_id}", rollout_app_name(trial_id)
     registry = create_registry(registry_name)
     start_rollout_app(app_name, paths["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator)
     use_gpu, per_worker = learner_resources(cfg)

@@ -1,0 +1,136 @@
+"""What may stop a sweep's trials, and how its progress is measured: the space file's
+`scheduler:` and `hypervolume:` sections, and the Tune pieces they become.
+
+    scheduler: {type: fifo}                                          # every trial runs to its last step (default)
+    scheduler: {type: moasha, grace_steps: 4, reduction_factor: 3}   # Pareto-aware early stopping (sweep/moasha.py)
+    hypervolume: {reference: {pass_k: 0.0, tokens: 64}}              # default tokens: eval.max_new_tokens
+
+The settings validate without Ray; `tune_extras` (called by sweep/run.py) imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from paretorl import storage
+
+SCHEDULER_STATE, TRACE_FILE = "moasha_state.json", "hypervolume_trace.json"
+STOPPED_TAG = "paretorl.stopped_early"  # MLflow tag of a trial's run that did not reach its last step: "rung-<step>" or "budget"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FIFOSpec(_Strict):
+    type: Literal["fifo"] = "fifo"
+
+
+class MOASHASpec(_Strict):
+    type: Literal["moasha"]
+    grace_steps: int = Field(4, gt=0, description="first rung: a trial is ranked at its first evaluation at or after this step")
+    reduction_factor: float = Field(3.0, gt=1, description="eta: rungs at grace_steps * eta^i; the top 1/eta at a rung continue")
+    tie_break: Literal["epsilon_net", "crowding"] = Field("epsilon_net", description="order inside a non-dominated front")
+
+
+SchedulerSpec = Annotated[FIFOSpec | MOASHASpec, Field(discriminator="type")]
+
+
+class ReferencePoint(_Strict):
+    pass_k: float = Field(0.0, ge=0.0, lt=1.0, description="pass@k of the reference point (the worst that counts)")
+    tokens: float | None = Field(None, gt=0.0, description="mean tokens of the reference point (default: eval.max_new_tokens)")
+
+
+class HypervolumeSpec(_Strict):
+    reference: ReferencePoint = Field(default_factory=ReferencePoint)
+
+
+def check_scheduler(space, base_cfg) -> str | None:
+    """Why the space's scheduler cannot run with its trials, or None (called by load_space)."""
+    spec = space.scheduler
+    if spec.type != "moasha":
+        return None
+    if spec.grace_steps >= base_cfg.train.steps:
+        return f"scheduler.grace_steps = {spec.grace_steps} is not below train.steps = {base_cfg.train.steps}: MO-ASHA would never rank a trial"
+    swept = sorted(k for k in space.params if k in ("train.steps", "eval.every"))
+    if swept:
+        return f"scheduler moasha needs every trial on the same steps and evaluations; params sweeps {swept}"
+    return None
+
+
+def reference_point(space, base_cfg) -> tuple[float, float]:
+    ref = space.hypervolume.reference
+    return ref.pass_k, ref.tokens if ref.tokens is not None else float(base_cfg.eval.max_new_tokens)
+
+
+class EndTags:
+    """The MLflow tags a trial's run gets when it ends without reaching its last step.
+
+    Called with a trial id when the trial completes: `paretorl.stopped_early = rung-<step>` if
+    MO-ASHA stopped it. `sweep_end` is asked for trials still running when Tune ends the sweep:
+    `budget` if the CPU budget was spent, else None (the sweep died: leave the runs for --resume).
+    Reads the scheduler's and the trace's files, so it survives pickling and restores.
+    """
+
+    def __init__(self, scheduler_state: Path | None, trace: Path, cpu_budget: float | None):
+        self.scheduler_state, self.trace, self.cpu_budget = scheduler_state, storage.resolve(trace), cpu_budget
+
+    def __call__(self, trial_id: str) -> dict[str, str]:
+        if self.scheduler_state is None or not Path(self.scheduler_state).exists():
+            return {}
+        rung = json.loads(storage.read_text(self.scheduler_state))["stopped"].get(trial_id)
+        return {STOPPED_TAG: f"rung-{rung}"} if rung is not None else {}
+
+    def sweep_end(self, trial_id: str) -> dict[str, str] | None:
+        from paretorl.sweep.hypervolume import read_trace
+
+        if self.cpu_budget and read_trace(self.trace)["cpu_seconds"] >= self.cpu_budget:
+            return {STOPPED_TAG: "budget"}
+        return None
+
+
+@dataclass
+class TuneExtras:
+    """The scheduler, stopper and callbacks a sweep's Tuner gets, and its trials' end-of-run MLflow tags."""
+
+    scheduler: Any = None  # None: Tune's FIFO
+    stop: Any = None
+    callbacks: list = field(default_factory=list)
+    end_tags: EndTags | None = None
+
+
+def tune_extras(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, base_eval: dict | None = None) -> TuneExtras:
+    from paretorl.sweep.hypervolume import CpuBudget, HypervolumeTrace, trial_cpus
+    from paretorl.sweep.moasha import MOASHA
+    from paretorl.sweep.trial import ReleaseTrialApps
+
+    cfg = space.trial_config({})
+    metrics, reference, cpus = space.metrics, reference_point(space, cfg), trial_cpus(cfg)
+    base = (base_eval[metrics[0]], base_eval[metrics[1]]) if base_eval and all(m in base_eval for m in metrics) else None
+    trace = HypervolumeTrace(tracking_uri, parent_run_id, metrics, reference, cpus, storage.join(sweep_dir, TRACE_FILE), base_point=base)
+    extras = TuneExtras(callbacks=[trace, ReleaseTrialApps()])
+    if space.budget.cpu_seconds:
+        extras.stop = CpuBudget(space.budget.cpu_seconds, cpus, trace.state_path)
+    spec, state = space.scheduler, None
+    if spec.type == "moasha":
+        state = storage.join(sweep_dir, SCHEDULER_STATE)
+        extras.scheduler = MOASHA(
+            metrics, cfg.train.steps, spec.grace_steps, spec.reduction_factor,
+            scale=(1.0 - reference[0], reference[1]), state_path=state, tie_break=spec.tie_break,
+        )
+    extras.end_tags = EndTags(state, trace.state_path, space.budget.cpu_seconds)
+    return extras
+
+
+def log_test_front_hypervolume(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, test_front: list[dict]) -> float:
+    """`sweep/test_hypervolume` of the reported (test) front on the parent run, at the sweep's final CPU-seconds."""
+    from paretorl.sweep.hypervolume import log_test_hypervolume, read_trace
+
+    points = [(p["test_pass_at_k"], p["test_mean_tokens"]) for p in test_front]
+    cpu = read_trace(storage.join(sweep_dir, TRACE_FILE))["cpu_seconds"]
+    return log_test_hypervolume(tracking_uri, parent_run_id, points, reference_point(space, space.trial_config({})), cpu)
