@@ -1,22 +1,26 @@
 """Reproduce the papers' headline effects on a built-in task, through the sweep's own path.
 
-    python jobs/reproduce.py                       # maze, 3 seeds: about an hour on 2 cores
+    python jobs/reproduce.py                       # maze, all three studies, 3 seeds: about an hour on 2 cores
     python jobs/reproduce.py --quick               # 1 seed, 2 steps per arm: minutes (CI)
-    python jobs/reproduce.py --task arith --seeds 2
+    python jobs/reproduce.py --space searchspaces/reproduce-coverage.yaml --studies objectives
+    python jobs/reproduce.py --space searchspaces/reproduce-ablation.yaml --studies ablation
     ray job submit --working-dir . -- python jobs/reproduce.py
 
 A designed experiment instead of a search: every arm is one Tune trial (Serve rollouts, Ray
-Train + DeepSpeed learner, MLflow child run), all at equal compute:
+Train + DeepSpeed learner, MLflow child run), all at equal compute. Its studies (--studies,
+default all three):
 
-  objectives   GRPO, MaxRL, RLOO at alpha = 0, one trial per seed
-  alpha        the length penalty with RLOO for alpha in {0, 0.05, 0.1, 0.2, 0.4}, per seed
-  ablation     GRPO (advantage divided by the group std) at alpha = 0.2, per seed
+  objectives   the file's objectives (GRPO, MaxRL, optionally RLOO) at alpha = 0, one trial per seed
+  alpha        the length penalty with RLOO for each of the file's alphas, per seed
+  ablation     GRPO (advantage divided by the group std) against RLOO, both at alpha = 0.2, per seed
 
-The fixed trial settings, the objectives, alphas and seeds are in searchspaces/reproduce.yaml
-(its `params` list the levels). At the end the job writes report.md with pass@k curves, the
-samples-to-match ratio, tokens against pass@1 per alpha and the ablation over training, to the
-sweep folder and to the MLflow parent run (artifacts under report/), and prints the verdicts.
-Running the same command again (same --name) resumes an interrupted run.
+The fixed trial settings, the objectives, alphas and seeds are in the space file (its `params`
+list the levels; every arm of a chosen study must be among them). At the end the job writes
+report.md with pass@k curves, the samples-to-match ratio, tokens against pass@1 per alpha, the
+ablation over training and each arm's training logs (the evidence where a claim did not show),
+to the sweep folder and to the MLflow parent run (artifacts under report/), and prints the
+verdicts; a study the run did not make is "not measured". Running the same command again (same
+--name) resumes an interrupted run.
 """
 
 from __future__ import annotations
@@ -51,12 +55,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--task", default=None, help="built-in task (maze, arith) or any --task of jobs/sweep.py; overrides the file's task")
     p.add_argument("--quick", action="store_true", help="one seed, alpha 0 and 0.2 only, 2 steps per arm, small evaluations: the whole path in minutes")
     p.add_argument("--seeds", type=int, default=None, help="use the first N seeds of the file's train.seed levels")
+    p.add_argument("--studies", type=studies_arg, default=None, metavar="LIST",
+                   help="comma-separated studies to run, among objectives,alpha,ablation (default: all three)")
     p.add_argument("--report", default=None, metavar="RUN_DIR", help="only rebuild the report of a finished or interrupted run (runs/<name>) from its evaluated trials; no training")
     add_run_flags(p, experiment="paretorl-reproduce", name_default="reproduce-<task>[-quick]-<date-time>")
     return p.parse_args(argv)
 
 
-def design_from(space, seeds: int | None, quick: bool):
+def studies_arg(text: str) -> tuple[str, ...]:
+    """`objectives,ablation` -> ("objectives", "ablation"); unknown names are refused by argparse (exit 2)."""
+    from paretorl.evaluate.reproduction import STUDIES
+
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in STUDIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown study {', '.join(bad) or '(none given)'}: choose among {', '.join(STUDIES)}")
+    return names
+
+
+def design_from(space, seeds: int | None, quick: bool, studies: tuple[str, ...] | None = None):
     """The experiment's design from the file's levels; SpaceError naming the file on a bad one."""
     from paretorl.evaluate.reproduction import ALPHA, OBJ, SEED, Design
     from paretorl.sweep.space import SpaceError
@@ -68,12 +85,11 @@ def design_from(space, seeds: int | None, quick: bool):
     n = 1 if quick else (seeds or len(levels))
     if not 1 <= n <= len(levels):
         raise SpaceError(f"--seeds {n}: params.{SEED} lists {len(levels)} seeds")
+    alphas = tuple(float(a) for a in space.params[ALPHA].choices)
+    if quick:  # alpha 0 and the claims' alpha only
+        alphas = tuple(a for a in alphas if a in (0.0, Design.ablation_alpha))
     try:
-        return Design(
-            objectives=tuple(space.params[OBJ].choices),
-            alphas=(0.0, 0.2) if quick else tuple(float(a) for a in space.params[ALPHA].choices),
-            seeds=tuple(levels[:n]),
-        )
+        return Design(objectives=tuple(space.params[OBJ].choices), alphas=alphas, seeds=tuple(levels[:n]), **({"studies": studies} if studies else {}))
     except ValueError as e:
         raise SpaceError(str(e)) from None
 
@@ -93,7 +109,7 @@ def main(argv=None) -> int:
         overrides = deep_merge(overrides, {"budget": {"max_concurrent": args.max_concurrent}})
     try:
         space = load_space(args.space, overrides)
-        design = design_from(space, args.seeds, args.quick)
+        design = design_from(space, args.seeds, args.quick, args.studies)
         arms = design.arms()
         for arm in arms:  # every arm is a valid trial, before anything runs
             space.trial_config(arm)
@@ -111,6 +127,7 @@ def main(argv=None) -> int:
         "space": space.model_dump(mode="json"),
         "task": task_spec,
         "arms": arms,
+        "design": design.as_record(),
         "tracking_uri": resolve_tracking_uri(args.mlflow_uri),
         "artifact_location": None,
         "experiment": args.experiment,
@@ -135,9 +152,13 @@ def launch(sweep_dir: Path, record: dict, design, args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cfg = prep.space.trial_config({})
+    studies = {
+        "objectives": f"objectives {list(design.objectives)} at alpha 0",
+        "alpha": f"alpha {list(design.alphas)} with {design.alpha_objective}",
+        "ablation": f"ablation {design.ablation_objective} vs {design.alpha_objective} at alpha {design.ablation_alpha:g}",
+    }
     console.print(
-        f"{len(record['arms'])} arms on {record['task']}: objectives {list(design.objectives)} at alpha 0, "
-        f"alpha {list(design.alphas)} with {design.alpha_objective}, ablation {design.ablation_objective} at alpha {design.ablation_alpha:g}; "
+        f"{len(record['arms'])} arms on {record['task']}: {'; '.join(v for k, v in studies.items() if k in design.studies)}; "
         f"seeds {list(design.seeds)}; each {cfg.train.steps} steps x {cfg.train.prompts_per_step} prompts x {cfg.train.samples_per_prompt} samples, "
         f"evaluated on {cfg.eval.n_prompts} held-out prompts x {cfg.eval.n_samples} samples"
     )
@@ -158,7 +179,8 @@ def report(sweep_dir: Path) -> int:
 
     from mlflow import MlflowClient
 
-    from paretorl.evaluate.reproduction import Design, summarize, write_report
+    from paretorl.evaluate.reproduction import Design, read_train_logs, summarize
+    from paretorl.evaluate.reproduction_report import write_report
     from paretorl.sweep.run import console, read_record
     from paretorl.sweep.space import SearchSpace
     from paretorl.sweep.tracking import mlflow_ui_command
@@ -169,13 +191,17 @@ def report(sweep_dir: Path) -> int:
         print(f"error: {sweep_dir} is not a reproduction run with evaluated trials (no sweep.json with arms, or no trials_state.json)", file=sys.stderr)
         return 2
     cfg = SearchSpace.model_validate(record["space"]).trial_config({})
-    points = json.loads(state.read_text())["points"]
+    saved = json.loads(state.read_text())
+    points = saved["points"]
     base = next(p for p in points if p.get("trial") == "base")
-    summary = summarize(points, Design.from_arms(record["arms"]), base, final_step=cfg.train.steps)
+    design = Design.from_record(record)
+    logs = read_train_logs(record["tracking_uri"], saved.get("runs", {}).values())
+    summary = summarize(points, design, base, final_step=cfg.train.steps, train_logs=logs)
     header = {
         "name": record["name"],
         "command": f"`{record.get('command', 'python jobs/reproduce.py')}`",
         "task": record["task"],
+        "studies": ", ".join(design.studies),
         "wall time": f"{record['minutes']} min for {record['trials']} trials ({record['failed']} failed)" if "minutes" in record else "not recorded (interrupted run)",
         "compute per arm": f"{cfg.train.steps} steps x {cfg.train.prompts_per_step} prompts x {cfg.train.samples_per_prompt} samples, lr {cfg.train.lr:g}, kl {cfg.algo.kl_coef:g}, "
         f"max {cfg.train.max_new_tokens} new tokens",

@@ -137,6 +137,7 @@ def test_skipping_zero_advantage_rows_leaves_the_gradient_unchanged(objective, a
     ref = reference_grads(model, None, prompts, rollouts, correct, cfg)
     ours, metrics = ours_grads(model, None, prompts, rollouts, correct, cfg)
     assert metrics["train/zero_adv_groups_frac"] >= 0.25
+    assert metrics["train/all_correct_groups_frac"] == 0.25  # group 0; group 1 is all wrong (its one truncated answer counts as wrong)
     assert metrics["train/rows_computed_frac"] <= 0.75  # the all-correct and all-wrong groups were not computed
     assert_same(ours, ref)
 

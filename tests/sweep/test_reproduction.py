@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from paretorl.algos import coverage_curve
-from paretorl.evaluate.reproduction import ALPHA, OBJ, SEED, Design, summarize, write_report
+from paretorl.evaluate.reproduction import ALL_WRONG, ALPHA, OBJ, SEED, Design, summarize, training_summary
+from paretorl.evaluate.reproduction_report import write_report
 
 KS = [1, 2, 4, 8]
 
@@ -37,6 +38,10 @@ def test_design_runs_each_distinct_arm_once_seed_by_seed():
     ({"alphas": (0.0, 0.1)}, "ablation_alpha 0.2"),
     ({"objectives": ("grpo", "rloo")}, "'maxrl'"),
     ({"seeds": (1, 1)}, "distinct"),
+    ({"studies": ("objectives", "coverage")}, "among objectives, alpha, ablation"),
+    ({"studies": ()}, "among objectives"),
+    ({"objectives": ("grpo", "maxrl"), "studies": ("objectives", "ablation")}, r"ablation study: needs rloo at alpha 0.2.*--studies"),
+    ({"objectives": ("grpo", "rloo"), "alphas": (0.2,), "studies": ("objectives",)}, r"objectives study: alphas must include 0.0"),
 ])
 def test_design_refuses_an_experiment_that_cannot_answer_its_questions(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -114,3 +119,91 @@ def test_welch_p_needs_a_difference_beyond_seed_noise():
     assert welch_p([0.30, 0.31, 0.32], [0.10, 0.11, 0.12]) < 0.001
     assert welch_p([0.3], [0.1]) == 1.0  # one seed a side: nothing can be shown
     assert welch_p([0.2, 0.2], [0.1, 0.1]) == 0.0 and welch_p([0.1, 0.1], [0.2, 0.2]) == 1.0
+
+
+# --- runs that choose their studies ------------------------------------------------------------
+COVERAGE = Design(objectives=("grpo", "maxrl"), alphas=(0.0,), studies=("objectives",))
+ABLATION = Design(objectives=("grpo", "rloo"), alphas=(0.2,), studies=("ablation",))
+
+
+def test_a_run_makes_only_its_studies_arms():
+    assert COVERAGE.arms() == [{OBJ: o, ALPHA: 0.0, SEED: s} for s in (0, 1, 2) for o in ("grpo", "maxrl")]
+    assert ABLATION.arms() == [{OBJ: o, ALPHA: 0.2, SEED: s} for s in (0, 1, 2) for o in ("rloo", "grpo")]
+    # the default design is all three studies: 8 distinct arms per seed, as before studies were chosen
+    assert len(Design().arms()) == len(Design(studies=("ablation", "alpha", "objectives")).arms()) == 24
+
+
+def test_design_is_recovered_from_a_runs_record():
+    for design in (COVERAGE, ABLATION, Design(seeds=(4,))):
+        record = {"arms": design.arms(), "design": design.as_record()}
+        assert Design.from_record(record) == design
+    # a record from before runs chose studies keeps only its arms: all three studies
+    assert Design.from_record({"arms": Design().arms()}) == Design()
+
+
+def test_a_coverage_only_run_reports_the_other_studies_as_not_measured(tmp_path):
+    pts = [p for p in _points(maxrl_counts=(3, 2, 1, 1), grpo_counts=(8, 3, 0, 0)) if p[OBJ] in ("grpo", "maxrl") and p[ALPHA] == 0.0]
+    s = summarize(pts, COVERAGE, BASE, final_step=10)
+    assert not s.missing and set(s.curves) == {"grpo", "maxrl"} and not s.alpha and not s.ablation
+    assert [v["shown"] for v in s.verdicts] == [True, None, None]
+    assert all("study not run (this run's studies: objectives)" in v["evidence"] for v in s.verdicts[1:])
+    text = write_report(s, tmp_path, {"name": "coverage"}).read_text()
+    assert text.count("Not run in this experiment (its studies: objectives).") == 2
+    assert (tmp_path / "passk_curves.png").exists()
+    assert not (tmp_path / "alpha_tokens.png").exists() and not (tmp_path / "ablation.png").exists()
+
+
+def test_an_ablation_only_run_measures_the_ablation_alone(tmp_path):
+    # all points of a full run are present, but only the ablation's arms belong to this design
+    s = summarize(_points((3, 2, 1, 1), (8, 3, 0, 0)), ABLATION, BASE, final_step=10)
+    assert [v["shown"] for v in s.verdicts] == [None, None, True]
+    assert list(s.ablation) == ["rloo a=0.2", "grpo a=0.2"] and not s.curves and not s.alpha
+    assert "final mean tokens grpo a=0.2 12.0, rloo a=0.2 18.0" in s.verdicts[2]["evidence"]
+    text = write_report(s, tmp_path, {"name": "ablation"}).read_text()
+    assert "grpo a=0.2: step 0:" in text and text.count("Not run in this experiment") == 2
+
+
+def test_coverage_per_seed_bar():
+    # two seeds above 2x, one below 1.5x: the mean curves may pass, the per-seed bar does not
+    pts = []
+    for seed, maxrl in ((0, (3, 2, 1, 1)), (1, (3, 2, 1, 1)), (2, (8, 3, 0, 0))):
+        for step in (5, 10):
+            pts += [point("grpo", 0.0, seed, step, (8, 3, 0, 0), 30.0), point("maxrl", 0.0, seed, step, maxrl, 30.0)]
+    s = summarize(pts, COVERAGE, BASE, final_step=10)
+    assert min(s.match["maxrl"]["per_seed"].values()) < 1.5
+    assert s.verdicts[0]["shown"] is False and "every seed" in s.verdicts[0]["claim"]
+
+
+def _logs(design: Design, correct, zero_adv, all_correct, tokens=20.0, steps=8):
+    """Per-step training metrics for every arm of `design`, the same in every seed."""
+    series = lambda v: [(step, v) for step in range(1, steps + 1)]  # noqa: E731
+    return {
+        (o, a, s): {"train/correct_frac": series(correct), "train/zero_adv_groups_frac": series(zero_adv),
+                    "train/all_correct_groups_frac": series(all_correct), "train/mean_tokens": series(tokens)}
+        for s in design.seeds for study in design.studies for o, a in design.study_arms(study)
+    }
+
+
+def test_training_logs_give_the_evidence_where_a_claim_does_not_show(tmp_path):
+    pts = [p for p in _points(maxrl_counts=(8, 3, 0, 0), grpo_counts=(3, 2, 1, 1)) if p[ALPHA] == 0.0 and p[OBJ] != "rloo"]
+    s = summarize(pts, COVERAGE, BASE, final_step=10, train_logs=_logs(COVERAGE, correct=0.15, zero_adv=0.5, all_correct=0.02))
+    assert s.verdicts[0]["shown"] is False
+    # at alpha 0 a zero-advantage group is all wrong or all correct: all wrong = 50% - 2%
+    assert s.training["maxrl a=0"]["metrics"][ALL_WRONG]["last"] == pytest.approx(0.48)
+    assert "maxrl a=0: pass rate 15% -> 15%, all-wrong groups 48% -> 48%, all-correct groups 2% -> 2%" in s.verdicts[0]["evidence"]
+    text = write_report(s, tmp_path, {"name": "t"}).read_text()
+    assert "## Training logs" in text and "| maxrl a=0 | 3 | 15% -> 15% | 48% -> 48% | 2% -> 2% |" in text
+    assert (tmp_path / "training.png").stat().st_size > 1000
+
+    pts = _points((3, 2, 1, 1), (8, 3, 0, 0), ablation_counts=(4, 2, 1, 6))  # GRPO keeps its accuracy: not shown
+    s = summarize(pts, ABLATION, BASE, final_step=10, train_logs=_logs(ABLATION, correct=0.7, zero_adv=0.1, all_correct=0.3, tokens=25.0))
+    assert s.verdicts[2]["shown"] is False
+    assert "grpo a=0.2: pass rate 70% -> 70%, all-correct groups 30% -> 30%, tokens 25.0 -> 25.0" in s.verdicts[2]["evidence"]
+    assert ALL_WRONG not in s.training["grpo a=0.2"]["metrics"]  # not derivable at alpha > 0
+
+
+def test_training_summary_takes_first_and_last_quarter_of_steps():
+    logs = {("grpo", 0.0, 0): {"train/correct_frac": [(s, s / 10) for s in range(1, 9)]}, ("grpo", 0.0, 1): {"train/correct_frac": [(s, s / 10 + 0.2) for s in range(1, 9)]}}
+    m = training_summary(logs, COVERAGE)["grpo a=0"]["metrics"]["train/correct_frac"]
+    assert m["steps"] == list(range(1, 9)) and m["first"] == pytest.approx(0.25) and m["last"] == pytest.approx(0.85)
+    assert "maxrl a=0" not in training_summary(logs, COVERAGE)  # no logs, no row

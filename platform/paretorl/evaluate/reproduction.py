@@ -1,39 +1,42 @@
 """The papers' headline effects, measured on a designed experiment (`jobs/reproduce.py`).
 
-Three studies share one set of trials, all at equal compute (the same steps, prompts and
-samples per step; only the objective, alpha and seed differ):
+Up to three studies share one set of trials, all at equal compute (the same steps, prompts and
+samples per step; only the objective, alpha and seed differ). A run chooses its studies:
 
-- **objectives**: GRPO, MaxRL and RLOO at alpha = 0, several seeds. MaxRL's claim: its pass@k
-  keeps rising with k where GRPO's flattens, so GRPO needs several times more samples to reach
-  the same coverage (`samples_to_match`, docs/algorithms.md section 8).
+- **objectives**: GRPO and MaxRL (and RLOO if listed) at alpha = 0, several seeds. MaxRL's claim:
+  its pass@k keeps rising with k where GRPO's flattens, so GRPO needs several times more samples
+  to reach the same coverage (`samples_to_match`, docs/algorithms.md section 8).
 - **alpha**: the length penalty with RLOO (Arora & Zanette's estimator) for alpha in a grid:
   alpha = 0.2 should cut mean tokens by >= 30% for <= 2 points of pass@1.
 - **ablation**: the same penalty with the advantage divided by the group's reward std (GRPO)
-  at alpha = 0.2: the length push no longer scales with alpha and accuracy should fall further.
+  against RLOO, both at alpha = 0.2: the length push no longer scales with alpha and accuracy
+  should fall further.
 
 Everything here works on the sweep's evaluated points (the MLflow logger's record: one dict per
 trial and evaluation step with `eval/*` metrics and the trial's sampled params), so a report can
-be rebuilt from any finished or interrupted run.
+be rebuilt from any finished or interrupted run. The per-step training metrics of each arm
+(`read_train_logs`, from MLflow) are the evidence of why a claim did not show.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from paretorl.algos import samples_to_match
 
 OBJ, ALPHA, SEED = "algo.objective", "algo.alpha", "train.seed"
+STUDIES = ("objectives", "alpha", "ablation")
 
 
 @dataclass(frozen=True)
 class Design:
-    objectives: tuple[str, ...] = ("grpo", "maxrl", "rloo")
-    alphas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)
+    objectives: tuple[str, ...] = ("grpo", "maxrl", "rloo")  # the objective levels
+    alphas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.4)  # the alpha levels
     seeds: tuple[int, ...] = (0, 1, 2)
+    studies: tuple[str, ...] = STUDIES  # the studies this run makes, from these levels
     alpha_objective: str = "rloo"  # the length-penalty paper's estimator
     ablation_objective: str = "grpo"  # divides the advantage by the group's reward std
     ablation_alpha: float = 0.2
@@ -41,33 +44,67 @@ class Design:
     def __post_init__(self):
         if len(self.seeds) < 1 or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
-        if 0.0 not in self.alphas:
-            raise ValueError(f"alphas must include 0.0 (the reference of the alpha study), got {self.alphas}")
-        if self.ablation_alpha not in self.alphas:
-            raise ValueError(f"ablation_alpha {self.ablation_alpha} must be one of alphas {self.alphas}")
-        for name in ("grpo", "maxrl"):
-            if name not in self.objectives:
-                raise ValueError(f"objectives must include {name!r} (the headline comparison), got {self.objectives}")
+        unknown = [s for s in self.studies if s not in STUDIES]
+        if unknown or not self.studies or len(set(self.studies)) != len(self.studies):
+            raise ValueError(f"studies must be distinct names among {', '.join(STUDIES)}, got {', '.join(self.studies) or 'none'}")
+        for study in self.studies:
+            problem = self._problem(study)
+            if problem:
+                raise ValueError(f"the {study} study: {problem}; add the level, or run only the studies these levels allow (--studies)")
+
+    def _problem(self, study: str) -> str | None:
+        """Why the levels cannot make `study`, or None."""
+        if study == "objectives":
+            if 0.0 not in self.alphas:
+                return f"alphas must include 0.0 (the objectives are compared at alpha 0), got {list(self.alphas)}"
+            missing = [o for o in ("grpo", "maxrl") if o not in self.objectives]
+            if missing:
+                return f"objectives must include {missing[0]!r} (the headline comparison), got {list(self.objectives)}"
+        if study == "alpha":
+            if 0.0 not in self.alphas:
+                return f"alphas must include 0.0 (the reference of the alpha study), got {list(self.alphas)}"
+            if self.ablation_alpha not in self.alphas:
+                return f"ablation_alpha {self.ablation_alpha:g} must be one of alphas {list(self.alphas)} (the alpha study's claim is made there)"
+        for objective, alpha in self.study_arms(study):  # every arm a study runs is among the levels
+            if objective not in self.objectives or alpha not in self.alphas:
+                return f"needs {objective} at alpha {alpha:g}, but the levels are objectives {list(self.objectives)}, alphas {list(self.alphas)}"
+        return None
+
+    def study_arms(self, study: str) -> list[tuple[str, float]]:
+        """(objective, alpha) of every arm of one study, per seed."""
+        if study == "objectives":
+            return [(o, 0.0) for o in self.objectives]
+        if study == "alpha":
+            return [(self.alpha_objective, float(a)) for a in self.alphas]
+        return [(self.alpha_objective, self.ablation_alpha), (self.ablation_objective, self.ablation_alpha)]
 
     @classmethod
-    def from_arms(cls, arms: list[dict]) -> "Design":
-        """The design a list of arms was made from (a run's record keeps its arms)."""
+    def from_arms(cls, arms: list[dict]) -> Design:
+        """The design of an all-studies run from its arms (records written before runs chose studies)."""
         seeds = tuple(dict.fromkeys(int(a[SEED]) for a in arms))
         objectives = tuple(dict.fromkeys(a[OBJ] for a in arms if float(a[ALPHA]) == 0.0))
         alphas = tuple(sorted({float(a[ALPHA]) for a in arms if a[OBJ] == cls.alpha_objective}))
         return cls(objectives=objectives, alphas=alphas, seeds=seeds)
 
+    @classmethod
+    def from_record(cls, record: dict) -> Design:
+        """The design a run's record (sweep.json) keeps; older records keep only their arms."""
+        if "design" not in record:
+            return cls.from_arms(record["arms"])
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["design"].items()})
+
+    def as_record(self) -> dict:
+        return asdict(self)
+
     def arms(self) -> list[dict]:
         """Every distinct trial, seed by seed, so a cut-short run holds whole studies for its first seeds."""
         out: list[dict] = []
         for seed in self.seeds:
-            wanted = [(o, 0.0) for o in self.objectives]
-            wanted += [(self.alpha_objective, a) for a in self.alphas]
-            wanted += [(self.ablation_objective, self.ablation_alpha)]
-            for objective, alpha in wanted:
-                arm = {OBJ: objective, ALPHA: float(alpha), SEED: int(seed)}
-                if arm not in out:
-                    out.append(arm)
+            for study in (s for s in STUDIES if s in self.studies):
+                for objective, alpha in self.study_arms(study):
+                    arm = {OBJ: objective, ALPHA: float(alpha), SEED: int(seed)}
+                    if arm not in out:
+                        out.append(arm)
         return out
 
 
@@ -115,16 +152,18 @@ class Summary:
     ablation: dict[str, dict]  # label -> {"steps": [...], "pass1": [[per seed]], "tokens": [[...]]}
     verdicts: list[dict]  # {"claim", "shown": bool | None, "evidence"}
     missing: list[str]  # arms without a final evaluation
+    training: dict[str, dict] = field(default_factory=dict)  # label -> per-step training metrics (training_summary)
 
 
-def summarize(points: list[dict], design: Design, base: dict, final_step: int) -> Summary:
+def summarize(points: list[dict], design: Design, base: dict, final_step: int, train_logs: dict | None = None) -> Summary:
+    """Each study's results from the evaluated points; a study the design does not run stays empty."""
     arms = by_arm(points)
     finals = {k: v[-1] for k, v in arms.items() if v and v[-1]["step"] == final_step}
     missing = [f"{arm_label(o, a)} seed {s}" for o, a, s in (tuple(arm.values()) for arm in design.arms()) if (o, a, s) not in finals]
     ks = sorted(curve_of(base)) or sorted({k for p in finals.values() for k in curve_of(p)})
 
     curves: dict[str, dict] = {}
-    for objective in design.objectives:
+    for objective in design.objectives if "objectives" in design.studies else ():
         seeds = [s for s in design.seeds if (objective, 0.0, s) in finals]
         if not seeds:
             continue
@@ -132,9 +171,8 @@ def summarize(points: list[dict], design: Design, base: dict, final_step: int) -
         mean, lo, hi = mean_band(values)
         curves[objective] = {"seeds": seeds, "values": values.tolist(), "mean": mean.tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
 
-    match = _match(curves, ks)
     alpha = {}
-    for a in design.alphas:
+    for a in design.alphas if "alpha" in design.studies else ():
         rows = [finals[(design.alpha_objective, a, s)] for s in design.seeds if (design.alpha_objective, a, s) in finals]
         if rows:
             alpha[a] = {
@@ -144,7 +182,8 @@ def summarize(points: list[dict], design: Design, base: dict, final_step: int) -
                 "tokens_correct": [r.get("eval/mean_tokens_correct", math.nan) for r in rows],
             }
     ablation = {}
-    for objective, a in ((design.alpha_objective, 0.0), (design.alpha_objective, design.ablation_alpha), (design.ablation_objective, design.ablation_alpha)):
+    context = [(design.alpha_objective, 0.0)] if "alpha" in design.studies else []  # RLOO at alpha 0, when the alpha study ran it
+    for objective, a in [*context, *design.study_arms("ablation")] if "ablation" in design.studies else ():
         runs = [arms[(objective, a, s)] for s in design.seeds if (objective, a, s) in finals]
         if runs:
             steps = [p["step"] for p in runs[0]]
@@ -154,7 +193,7 @@ def summarize(points: list[dict], design: Design, base: dict, final_step: int) -
                 "pass1": [[base["eval/pass_at_1"], *(p["eval/pass_at_1"] for p in r)] for r in runs],
                 "tokens": [[base["eval/mean_tokens"], *(p["eval/mean_tokens"] for p in r)] for r in runs],
             }
-    summary = Summary(design, base, ks, curves, match, alpha, ablation, [], missing)
+    summary = Summary(design, base, ks, curves, _match(curves, ks), alpha, ablation, [], missing, training_summary(train_logs or {}, design))
     summary.verdicts = verdicts(summary)
     return summary
 
@@ -177,52 +216,149 @@ def _match(curves: dict[str, dict], ks: list[int]) -> dict:
     return out
 
 
-def verdicts(s: Summary) -> list[dict]:
-    """The issue's three bars, each shown / not shown / not measured, with the numbers behind it."""
-    out = []
-    k_max = s.ks[-1] if s.ks else None
-    if "maxrl" in s.curves and "grpo" in s.curves:
-        m, g = s.curves["maxrl"]["mean"][-1], s.curves["grpo"]["mean"][-1]
-        ratio = s.match["maxrl"]["mean_curves"]
-        seeds = len(set(s.curves["maxrl"]["seeds"]) & set(s.curves["grpo"]["seeds"]))
-        shown = m > g and ratio >= 2 and seeds >= 3
-        per = ", ".join(f"seed {k}: {_ratio(v)}" for k, v in s.match["maxrl"]["per_seed"].items())
-        out.append({
-            "claim": f"MaxRL's pass@{k_max} above GRPO's, samples-to-match >= 2, over >= 3 seeds",
-            "shown": shown,
-            "evidence": f"pass@{k_max} MaxRL {m:.3f} vs GRPO {g:.3f}; samples to match (mean curves) {_ratio(ratio)} ({per}); {seeds} seeds",
-        })
-    else:
-        out.append({"claim": "MaxRL vs GRPO", "shown": None, "evidence": "a final evaluation of MaxRL or GRPO at alpha 0 is missing"})
-    if 0.0 in s.alpha and s.design.ablation_alpha in s.alpha:
-        a = s.design.ablation_alpha
-        t0, t1 = np.mean(s.alpha[0.0]["tokens"]), np.mean(s.alpha[a]["tokens"])
-        p0, p1 = np.mean(s.alpha[0.0]["pass1"]), np.mean(s.alpha[a]["pass1"])
-        cut = 1 - t1 / t0
-        out.append({
-            "claim": f"alpha = {a:g} cuts mean tokens >= 30% against alpha = 0 with pass@1 within 2 points ({s.design.alpha_objective})",
-            "shown": bool(cut >= 0.30 and p0 - p1 <= 0.02),
-            "evidence": f"tokens {t0:.1f} -> {t1:.1f} ({-100 * cut:+.0f}%); pass@1 {p0:.3f} -> {p1:.3f} ({100 * (p1 - p0):+.1f} points)",
-        })
-    else:
-        out.append({"claim": "alpha cuts tokens", "shown": None, "evidence": "alpha = 0 or the ablation's alpha has no final evaluation"})
-    abl = arm_label(s.design.ablation_objective, s.design.ablation_alpha)
-    ref = arm_label(s.design.alpha_objective, s.design.ablation_alpha)
-    if abl in s.ablation and ref in s.ablation:
-        base = s.base["eval/pass_at_1"]
-        final_abl = [r[-1] for r in s.ablation[abl]["pass1"]]
-        final_ref = [r[-1] for r in s.ablation[ref]["pass1"]]
-        lost_abl, lost_ref = base - np.mean(final_abl), base - np.mean(final_ref)
-        p = welch_p(final_ref, final_abl)
-        out.append({
-            "claim": f"dividing by the group std ({abl}) loses more accuracy than {ref} (Welch t-test over seeds, p < 0.05)",
-            "shown": bool(lost_abl > lost_ref and p < 0.05),
-            "evidence": f"pass@1 change from the base policy ({base:.3f}): {abl} {-100 * lost_abl:+.1f} points, {ref} {-100 * lost_ref:+.1f} points; "
-            f"difference {100 * (lost_abl - lost_ref):.1f} points, p = {p:.2g} over {len(final_abl)} and {len(final_ref)} seeds",
-        })
-    else:
-        out.append({"claim": "group-std ablation", "shown": None, "evidence": "an ablation arm has no final evaluation"})
+# --- the training logs: what the update saw, step by step -------------------------------------
+TRAIN_KEYS = (
+    "train/correct_frac", "train/zero_adv_groups_frac", "train/all_correct_groups_frac", "train/mean_tokens",
+    "train/rows_computed_frac", "train/step_seconds", "train/update_seconds", "rollout/seconds",
+)
+ALL_WRONG = "train/all_wrong_groups_frac"  # derived at alpha 0: there a group has zero advantage iff all wrong or all correct
+
+
+def read_train_logs(tracking_uri: str, run_ids, keys=TRAIN_KEYS) -> dict[tuple[str, float, int], dict[str, list[tuple[int, float]]]]:
+    """Per-step training metrics of each trial's MLflow run, keyed by its arm (objective, alpha, seed)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    out = {}
+    for run_id in run_ids:
+        params = client.get_run(run_id).data.params
+        if not {OBJ, ALPHA, SEED} <= set(params):
+            continue
+        arm = (params[OBJ], float(params[ALPHA]), int(params[SEED]))
+        out[arm] = {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
     return out
+
+
+def training_summary(logs: dict, design: Design) -> dict[str, dict]:
+    """Per arm of the design: each metric's mean over seeds, per step and over the first and last quarter of steps."""
+    out: dict[str, dict] = {}
+    for objective, a in dict.fromkeys((o, a) for s in design.studies for o, a in design.study_arms(s)):
+        runs = {s: dict(logs[(objective, a, s)]) for s in design.seeds if (objective, a, s) in logs}
+        if a == 0.0:
+            for r in runs.values():
+                r[ALL_WRONG] = _difference(r.get("train/zero_adv_groups_frac", []), r.get("train/all_correct_groups_frac", []))
+        metrics = {}
+        for key in (*TRAIN_KEYS, ALL_WRONG):
+            by_step: dict[int, list[float]] = {}
+            for r in runs.values():
+                for step, v in r.get(key, []):
+                    by_step.setdefault(step, []).append(v)
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            mean = [float(np.mean(by_step[s])) for s in steps]
+            q = max(1, len(steps) // 4)
+            metrics[key] = {"steps": steps, "mean": mean, "first": float(np.mean(mean[:q])), "last": float(np.mean(mean[-q:])), "all": float(np.mean(mean))}
+        if metrics:
+            out[arm_label(objective, a)] = {"seeds": sorted(runs), "metrics": metrics}
+    return out
+
+
+def _difference(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    other = dict(b)
+    return [(step, v - other[step]) for step, v in a if step in other]
+
+
+# --- the verdicts -----------------------------------------------------------------------------
+def verdicts(s: Summary) -> list[dict]:
+    """The issue's three bars, each shown / not shown / not measured, with the numbers behind it;
+    a bar not shown carries the training logs' evidence of why."""
+    return [_coverage_verdict(s), _alpha_verdict(s), _ablation_verdict(s)]
+
+
+def _not_run(s: Summary, study: str) -> str | None:
+    if study in s.design.studies:
+        return None
+    return f"study not run (this run's studies: {', '.join(s.design.studies)})"
+
+
+def _coverage_verdict(s: Summary) -> dict:
+    k_max = s.ks[-1] if s.ks else "k_max"
+    claim = f"MaxRL's pass@{k_max} above GRPO's, samples-to-match >= 2 on the seed-mean curves and >= 1.5 in every seed, over >= 3 seeds"
+    skipped = _not_run(s, "objectives")
+    if skipped or not ("maxrl" in s.curves and "grpo" in s.curves):
+        return {"claim": claim, "shown": None, "evidence": skipped or "a final evaluation of MaxRL or GRPO at alpha 0 is missing"}
+    m, g = s.curves["maxrl"]["mean"][-1], s.curves["grpo"]["mean"][-1]
+    ratio, per_seed = s.match["maxrl"]["mean_curves"], s.match["maxrl"]["per_seed"]
+    seeds = len(per_seed)
+    shown = bool(m > g and ratio >= 2 and seeds >= 3 and min(per_seed.values()) >= 1.5)
+    per = ", ".join(f"seed {k}: {ratio_text(v)}" for k, v in per_seed.items())
+    evidence = f"pass@{k_max} MaxRL {m:.3f} vs GRPO {g:.3f}; samples to match (mean curves) {ratio_text(ratio)} ({per}); {seeds} seeds"
+    if not shown:
+        evidence += (
+            ". Training logs (first -> last quarter of steps, mean over seeds; a group all wrong or all correct has zero advantage, "
+            "so it carries none of MaxRL's extra weight on hard prompts): "
+            + _training_evidence(s, [arm_label("maxrl", 0.0), arm_label("grpo", 0.0)], (("train/correct_frac", "pass rate"), (ALL_WRONG, "all-wrong groups"), ("train/all_correct_groups_frac", "all-correct groups")))
+        )
+    return {"claim": claim, "shown": shown, "evidence": evidence}
+
+
+def _alpha_verdict(s: Summary) -> dict:
+    a = s.design.ablation_alpha
+    claim = f"alpha = {a:g} cuts mean tokens >= 30% against alpha = 0 with pass@1 within 2 points ({s.design.alpha_objective})"
+    skipped = _not_run(s, "alpha")
+    if skipped or not (0.0 in s.alpha and a in s.alpha):
+        return {"claim": claim, "shown": None, "evidence": skipped or f"alpha = 0 or alpha = {a:g} has no final evaluation"}
+    t0, t1 = np.mean(s.alpha[0.0]["tokens"]), np.mean(s.alpha[a]["tokens"])
+    p0, p1 = np.mean(s.alpha[0.0]["pass1"]), np.mean(s.alpha[a]["pass1"])
+    cut = 1 - t1 / t0
+    return {
+        "claim": claim,
+        "shown": bool(cut >= 0.30 and p0 - p1 <= 0.02),
+        "evidence": f"tokens {t0:.1f} -> {t1:.1f} ({-100 * cut:+.0f}%); pass@1 {p0:.3f} -> {p1:.3f} ({100 * (p1 - p0):+.1f} points)",
+    }
+
+
+def _ablation_verdict(s: Summary) -> dict:
+    (ref_o, a), (abl_o, _) = s.design.study_arms("ablation")
+    abl, ref = arm_label(abl_o, a), arm_label(ref_o, a)
+    claim = f"dividing by the group std ({abl}) loses more accuracy than {ref} (Welch t-test over seeds, p < 0.05)"
+    skipped = _not_run(s, "ablation")
+    if skipped or not (abl in s.ablation and ref in s.ablation):
+        return {"claim": claim, "shown": None, "evidence": skipped or "an ablation arm has no final evaluation"}
+    base = s.base["eval/pass_at_1"]
+    final_abl = [r[-1] for r in s.ablation[abl]["pass1"]]
+    final_ref = [r[-1] for r in s.ablation[ref]["pass1"]]
+    lost_abl, lost_ref = base - np.mean(final_abl), base - np.mean(final_ref)
+    tokens_abl, tokens_ref = (np.mean([r[-1] for r in s.ablation[x]["tokens"]]) for x in (abl, ref))
+    p = welch_p(final_ref, final_abl)
+    shown = bool(lost_abl > lost_ref and p < 0.05)
+    evidence = (
+        f"pass@1 change from the base policy ({base:.3f}): {abl} {-100 * lost_abl:+.1f} points, {ref} {-100 * lost_ref:+.1f} points; "
+        f"difference {100 * (lost_abl - lost_ref):.1f} points, p = {p:.2g} over {len(final_abl)} and {len(final_ref)} seeds; "
+        f"final mean tokens {abl} {tokens_abl:.1f}, {ref} {tokens_ref:.1f} (base {s.base['eval/mean_tokens']:.1f})"
+    )
+    if not shown:
+        evidence += (
+            ". Training logs (first -> last quarter of steps, mean over seeds; the std divides out alpha only in groups whose "
+            "responses are all correct): "
+            + _training_evidence(s, [abl, ref], (("train/correct_frac", "pass rate"), ("train/all_correct_groups_frac", "all-correct groups"), ("train/mean_tokens", "tokens")))
+        )
+    return {"claim": claim, "shown": shown, "evidence": evidence}
+
+
+def _training_evidence(s: Summary, labels: list[str], keys: tuple[tuple[str, str], ...]) -> str:
+    parts = []
+    for label in labels:
+        metrics = s.training.get(label, {}).get("metrics", {})
+        items = [f"{name} {_fmt(key, metrics[key]['first'])} -> {_fmt(key, metrics[key]['last'])}" for key, name in keys if key in metrics]
+        if items:
+            parts.append(f"{label}: " + ", ".join(items))
+    return "; ".join(parts) if parts else "not available (no MLflow training metrics for these arms)"
+
+
+def _fmt(key: str, value: float) -> str:
+    return f"{value:.1f}" if key.endswith("tokens") else f"{100 * value:.0f}%"
 
 
 def welch_p(a: list[float], b: list[float]) -> float:
@@ -239,129 +375,5 @@ def welch_p(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
 
 
-def _ratio(r: float) -> str:
+def ratio_text(r: float) -> str:
     return "not reached (< 1x)" if r == 0 else f"{r:.2f}x"
-
-
-# --- the report ----------------------------------------------------------------------------------
-def write_report(s: Summary, out_dir: Path, header: dict) -> Path:
-    """report.md plus its PNGs (and summary.json) under out_dir; returns the Markdown's path."""
-    import json
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "passk_curves.png": plot_passk(s, out_dir / "passk_curves.png"),
-        "alpha_tokens.png": plot_alpha(s, out_dir / "alpha_tokens.png"),
-        "ablation.png": plot_ablation(s, out_dir / "ablation.png"),
-    }
-    lines = [f"# Reproduction: {header.get('name', '')}", ""]
-    lines += [f"- {k}: {v}" for k, v in header.items() if k != "name"]
-    lines += ["", "## Verdicts", "", "| claim | shown | evidence |", "|---|---|---|"]
-    for v in s.verdicts:
-        mark = {True: "yes", False: "**no**", None: "not measured"}[v["shown"]]
-        lines.append(f"| {v['claim']} | {mark} | {v['evidence']} |")
-    if s.missing:
-        lines += ["", f"Arms without a final evaluation (failed or cut short): {', '.join(s.missing)}."]
-
-    lines += ["", "## Objectives at alpha = 0: held-out pass@k (mean over seeds, 95% t-interval)", ""]
-    lines += ["| objective | seeds | " + " | ".join(f"pass@{k}" for k in s.ks) + " |", "|---|---|" + "---|" * len(s.ks)]
-    lines.append("| base policy | - | " + " | ".join(f"{s.base.get(f'eval/pass_at_{k}', math.nan):.3f}" for k in s.ks) + " |")
-    for objective, c in s.curves.items():
-        cells = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if len(c["seeds"]) > 1 else f"{m:.3f}" for m, lo, hi in zip(c["mean"], c["lo"], c["hi"])]
-        lines.append(f"| {objective} | {len(c['seeds'])} | " + " | ".join(cells) + " |")
-    for objective, m in s.match.items():
-        per = ", ".join(f"seed {k}: {_ratio(v)}" for k, v in m["per_seed"].items())
-        lines.append("")
-        lines.append(f"Samples to match GRPO's pass@{s.ks[-1]} ({objective} over GRPO): {_ratio(m['mean_curves'])} on the seed-mean curves; {per}.")
-    if figures["passk_curves.png"]:
-        lines += ["", "![pass@k curves](passk_curves.png)"]
-
-    lines += ["", f"## Length penalty ({s.design.alpha_objective}): tokens against pass@1 (final evaluation, mean over seeds)", ""]
-    lines += ["| alpha | seeds | mean tokens | change | mean tokens (correct) | pass@1 | change (points) |", "|---|---|---|---|---|---|---|"]
-    ref = s.alpha.get(0.0)
-    for a, r in sorted(s.alpha.items()):
-        t, p, tc = np.mean(r["tokens"]), np.mean(r["pass1"]), np.nanmean(r["tokens_correct"]) if any(np.isfinite(r["tokens_correct"])) else math.nan
-        dt = f"{100 * (t / np.mean(ref['tokens']) - 1):+.0f}%" if ref else "-"
-        dp = f"{100 * (p - np.mean(ref['pass1'])):+.1f}" if ref else "-"
-        lines.append(f"| {a:g} | {len(r['seeds'])} | {t:.1f} ± {np.std(r['tokens']):.1f} | {dt} | {tc:.1f} | {p:.3f} ± {np.std(r['pass1']):.3f} | {dp} |")
-    lines.append(f"| base policy | - | {s.base['eval/mean_tokens']:.1f} | | {s.base.get('eval/mean_tokens_correct', math.nan):.1f} | {s.base['eval/pass_at_1']:.3f} | |")
-    if figures["alpha_tokens.png"]:
-        lines += ["", "![tokens against pass@1 by alpha](alpha_tokens.png)"]
-
-    lines += ["", "## Group-std ablation: pass@1 and tokens over training (mean over seeds)", ""]
-    for label, r in s.ablation.items():
-        p = np.mean(r["pass1"], 0)
-        t = np.mean(r["tokens"], 0)
-        lines.append(f"- {label}: " + ", ".join(f"step {st}: pass@1 {pp:.3f}, {tt:.1f} tokens" for st, pp, tt in zip(r["steps"], p, t)))
-    if figures["ablation.png"]:
-        lines += ["", "![ablation over training](ablation.png)"]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps({
-        "ks": s.ks, "base": s.base, "curves": s.curves, "samples_to_match": {k: {"mean_curves": v["mean_curves"], "per_seed": {str(a): b for a, b in v["per_seed"].items()}} for k, v in s.match.items()},
-        "alpha": {str(a): r for a, r in s.alpha.items()}, "ablation": s.ablation, "verdicts": s.verdicts, "missing": s.missing,
-    }, indent=1, default=float))
-    return path
-
-
-def _axes(ncols: int = 1, width: float = 6.5):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4.2))
-    return plt, fig, axes
-
-
-def _save(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> bool:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def plot_passk(s: Summary, path: Path) -> bool:
-    if not s.curves:
-        return False
-    plt, fig, ax = _axes()
-    ax.plot(s.ks, [s.base.get(f"eval/pass_at_{k}", math.nan) for k in s.ks], "k--", label="base policy")
-    for objective, c in s.curves.items():
-        line, = ax.plot(s.ks, c["mean"], marker="o", label=f"{objective} ({len(c['seeds'])} seeds)")
-        if len(c["seeds"]) > 1:
-            ax.fill_between(s.ks, c["lo"], c["hi"], color=line.get_color(), alpha=0.2)
-    ax.set_xscale("log", base=2)
-    return _save(plt, fig, ax, path, "k (samples per prompt)", "held-out pass@k", "pass@k at the end of training, alpha = 0 (band: 95% t-interval over seeds)")
-
-
-def plot_alpha(s: Summary, path: Path) -> bool:
-    if not s.alpha:
-        return False
-    plt, fig, ax = _axes()
-    for a, r in sorted(s.alpha.items()):
-        ax.errorbar(np.mean(r["tokens"]), np.mean(r["pass1"]), xerr=np.std(r["tokens"]), yerr=np.std(r["pass1"]), marker="o", capsize=3, label=f"alpha {a:g}")
-        ax.scatter(r["tokens"], r["pass1"], s=10, alpha=0.4)
-    ax.scatter([s.base["eval/mean_tokens"]], [s.base["eval/pass_at_1"]], marker="*", s=120, c="k", label="base policy")
-    return _save(plt, fig, ax, path, "mean tokens per response (lower is better)", "held-out pass@1", f"length penalty with {s.design.alpha_objective}: final evaluation (dots: seeds)")
-
-
-def plot_ablation(s: Summary, path: Path) -> bool:
-    if not s.ablation:
-        return False
-    plt, fig, (ax1, ax2) = _axes(2, 5.5)
-    for label, r in s.ablation.items():
-        for ax, key in ((ax1, "pass1"), (ax2, "tokens")):
-            mean, lo, hi = mean_band(np.array(r[key]))
-            line, = ax.plot(r["steps"], mean, marker="o", label=f"{label} ({len(r[key])} seeds)")
-            if len(r[key]) > 1:
-                ax.fill_between(r["steps"], lo, hi, color=line.get_color(), alpha=0.2)
-    ax2.set_xlabel("RL step")
-    ax2.set_ylabel("mean tokens per response")
-    ax2.grid(alpha=0.3)
-    return _save(plt, fig, ax1, path, "RL step", "held-out pass@1", "group-std ablation: the length penalty with and without division by the group std")

@@ -78,6 +78,7 @@ def rl_step(engine, ref_model, prompts, rollouts, correct, cfg: TrialConfig, pad
         "train/truncated_frac": truncated.float().mean().item(),
         "train/adv_abs_mean": adv.abs().mean().item(),
         "train/zero_adv_groups_frac": (adv.abs().sum(1) == 0).float().mean().item(),
+        "train/all_correct_groups_frac": correct_t.all(1).float().mean().item(),
         "train/rows_computed_frac": acc.rows / rows.count,
     }
     out.update(acc.summary(t.updates_per_step))
