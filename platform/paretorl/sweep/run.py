@@ -104,7 +104,10 @@ def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
     if os.environ.get("RAY_ADDRESS"):
         context = ray.init(runtime_env=runtime_env, **ray_init_options(verbose))
     else:
-        context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, **ray_init_options(verbose))
+        # With the dashboard: Ray's State API lives there, and Ray Train's PlacementGroupCleaner asks it
+        # whether a trial's controller is dead; without it a trial Tune stops (MO-ASHA, a budget) keeps
+        # its learners' placement group, and later trials wait for CPUs forever. Port 8265, else a free one.
+        context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, runtime_env=runtime_env, **ray_init_options(verbose))
     serve.start(proxy_location="Disabled")
     return context.address_info.get("session_dir")
 
