@@ -83,6 +83,20 @@ def base_evaluation(prep: Prepared) -> dict:
     return metrics
 
 
+def dashboard_port(preferred: int = 8265) -> int:
+    """Ray's usual dashboard port if it is free, else one the OS gives (another Ray may hold 8265)."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port for Ray's dashboard")
+
+
 def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
     """Connect to $RAY_ADDRESS's cluster, or start a local Ray; then Serve, without an HTTP proxy.
 
@@ -106,8 +120,12 @@ def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
     else:
         # With the dashboard: Ray's State API lives there, and Ray Train's PlacementGroupCleaner asks it
         # whether a trial's controller is dead; without it a trial Tune stops (MO-ASHA, a budget) keeps
-        # its learners' placement group, and later trials wait for CPUs forever. Port 8265, else a free one.
-        context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, runtime_env=runtime_env, **ray_init_options(verbose))
+        # its learners' placement group, and later trials wait for CPUs forever. The workers are told
+        # where it is: left to find it, they give up when another Ray runs on the machine.
+        port = dashboard_port()
+        runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_port=port,
+                           runtime_env=runtime_env, **ray_init_options(verbose))
     serve.start(proxy_location="Disabled")
     return context.address_info.get("session_dir")
 
