@@ -30,15 +30,18 @@ def prompt_dataset(path: str):
     """The training split (a local path or an s3:// URI) as a Ray Dataset, streamed to the learner
     with `iter_batches`.
 
-    Read with pyarrow here (a few MB at most) rather than with `read_parquet` tasks: those ask
-    for a whole CPU each, which two concurrent trials on a 2-core machine never leave free.
+    Read with pyarrow here (a few MB at most) and made a dataset with `from_blocks`, which computes
+    the block's metadata in this process. `read_parquet` and `from_arrow` run a task for it, and a
+    task asks for a whole free CPU: a trial started next to a running one (0.8 of 2 CPUs each,
+    its own replica already up) found 0.8 free and waited until the other trial ended, so the
+    sweep ran its trials one after the other.
     """
     import pyarrow.parquet as pq
 
     from paretorl import storage
 
     fs, inner = storage.filesystem(path)
-    return ray.data.from_arrow(pq.read_table(inner, filesystem=fs))
+    return ray.data.from_blocks([pq.read_table(inner, filesystem=fs)])
 
 
 def learner_resources(cfg: TrialConfig) -> tuple[bool, dict]:
