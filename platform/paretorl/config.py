@@ -206,6 +206,10 @@ class ResourcesConfig(_Strict):
     learner_workers: int = Field(1, ge=1)
     learner_cpus: float = Field(0.4, ge=0, description="Ray CPUs per learner worker")
     learner_gpus: float = Field(0.0, ge=0)
+    report_poll_s: float = Field(
+        0.1, gt=0, le=10, description="how often Ray Train's controller collects the learner's reports (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): "
+        "each ray.train.report waits until it is collected, so Ray's default of 2 s made every RL step of a small trial last 2 s",
+    )
     max_failures: int = Field(2, ge=-1, description="Ray Train retries of a trial whose worker died, from its latest checkpoint (-1: no limit)")
     accelerator: str = Field(
         "GPU",

@@ -105,6 +105,18 @@ def train_loop(loop_config: dict) -> None:
     eval_rows = read_rows(paths["eval"])[: cfg.eval.n_prompts]
     g, n = cfg.train.prompts_per_step // world, cfg.train.samples_per_prompt  # this rank's share of the global batch
 
+    # Where a trial's time goes before its first step, reported with that step (`setup/*`, seconds).
+    setup = dict(loop_config.get("setup") or {})  # measured by run_trial: the rollout app's start
+    if "fit_started_at" in loop_config:  # Ray Train's controller and this worker group coming up
+        setup["setup/worker_start_s"] = time.time() - loop_config["fit_started_at"]
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        setup[f"setup/{name}_s"] = now - mark
+        mark = now
+
     checkpoint = ray.train.get_checkpoint()
     engine, model, tokenizer, state, autocast = _policy(cfg, paths["base_model"], checkpoint, world, rank)
     start_step, version, start_batch = state["step"], state["version"], state["next_batch"]
@@ -115,7 +127,9 @@ def train_loop(loop_config: dict) -> None:
             # The driver may have died after this checkpoint was persisted but before it logged the
             # report: say it again. The tracker drops it if that step is already logged.
             ray.train.report({**state["metrics"], "checkpoint_path": checkpoint.path})
+    phase("policy")  # weights, DeepSpeed engine, the autocast measurement (and a checkpoint's restore)
     ref_model = make_reference(paths["base_model"], engine, cfg.train, world) if cfg.algo.kl_coef > 0 else None
+    phase("reference")
 
     registry = ray.get_actor(paths["registry"], namespace=NAMESPACE)
     replicas = cfg.rollout.autoscaling.get("max_replicas", 1) if cfg.rollout.autoscaling else cfg.rollout.replicas
@@ -127,13 +141,15 @@ def train_loop(loop_config: dict) -> None:
 
     if not last_eval and rank == 0:  # a base the driver did not evaluate (a swept model/sft/task setting): Tune needs the objectives in every report
         last_eval = {**evaluate_policy(rollout, version, tokenizer, task, eval_rows, cfg.eval, seed=cfg.train.seed), "eval/step": 0}
-
+    phase("rollout_client")  # the weight registry, the Serve handle, a retry's publish, a base evaluation
     stream = prompt_stream(ray.train.get_dataset_shard("train"), g, cfg.train.seed, start_batch)
     for step in range(start_step + 1, cfg.train.steps + 1):
         if step == cfg.faults.crash_at_step and checkpoint is None and rank == 0:
             os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a learner process dies mid-trial
         t0 = time.perf_counter()
         batch_index, rows = next(stream)
+        if setup and "setup/first_batch_s" not in setup:
+            phase("first_batch")  # Ray Data's split coordinator starting, the first block read
         prompts = [encode_prompt(tokenizer, row["prompt"]) for row in rows]
         params = SamplingParams(n=n, max_new_tokens=cfg.train.max_new_tokens, temperature=cfg.train.temperature, seed=cfg.train.seed * 1_000_003 + step * world + rank)
         rollouts = rollout.generate(prompts, params, version)
@@ -163,6 +179,8 @@ def train_loop(loop_config: dict) -> None:
             "train/batch_prompts": _sum_over_ranks(len(rows)),  # the global batch: prompts_per_step
             "train/restored_from_step": start_step if checkpoint is not None else -1,
         })
+        if step == start_step + 1:
+            metrics.update(setup)
         evaluated = step % cfg.eval.every == 0 or step == cfg.train.steps
         if evaluated and rank == 0:  # ranks hold the same policy: one evaluation, reported by rank 0
             last_eval = evaluate_policy(rollout, version, tokenizer, task, eval_rows, cfg.eval, seed=cfg.train.seed + step)

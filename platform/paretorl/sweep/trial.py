@@ -6,11 +6,17 @@ Ray 2.60 (Train V2): Tune's trainable is a function that calls `TorchTrainer(...
 
 from __future__ import annotations
 
+import os
+import time
+
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from paretorl.config import TrialConfig, deep_merge, set_path
+
+
+REPORT_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2: the controller's poll of its workers
 
 
 def trial_tree(sampled: dict, base: dict) -> dict:
@@ -127,7 +133,11 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     registry_name, app_name = f"paretorl-weights-{trial_id}", rollout_app_name(trial_id)
     registry = create_registry(registry_name)
+    started = time.perf_counter()
     start_rollout_app(app_name, paths["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator)
+    setup = {"setup/rollout_app_s": time.perf_counter() - started}
+    # TorchTrainer passes RAY_TRAIN_* variables of this process on to its controller and workers
+    os.environ[REPORT_POLL_ENV] = str(cfg.resources.report_poll_s)
     use_gpu, per_worker = learner_resources(cfg)
     env = {"TORCH_EXTENSIONS_DIR": extensions_dir(), **({} if use_gpu else {"DS_ACCELERATOR": "cpu"})}
     try:
@@ -137,6 +147,8 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
                 "trial": tree,
                 "paths": {"base_model": paths["base_model"], "eval": paths["eval"], "registry": registry_name, "rollout_app": app_name},
                 "base_eval": shared.get("base_eval") if all(paths[k] == shared[k] for k in paths) else None,  # the reference base's, on its eval split
+                "setup": setup,
+                "fit_started_at": time.time(),
             },
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=cfg.resources.learner_workers, use_gpu=use_gpu, resources_per_worker=per_worker),
