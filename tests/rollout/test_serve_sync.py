@@ -56,3 +56,45 @@ def test_publishing_an_old_version_is_refused(deployment):
     with pytest.raises(Exception, match="already published"):
         publish(registry, 1, {k: v.clone() for k, v in model.state_dict().items()})
     assert issubclass(StaleVersionError, RuntimeError)
+
+
+def test_connect_waits_for_an_app_deployed_in_the_background(ray_local, tiny_prepared):
+    """A trial deploys its rollout app in a thread while Ray Train starts the learner; the learner's
+    connect_when_running returns a handle that answers once the app is up."""
+    from ray import serve
+
+    from paretorl.rollout.serve import connect_when_running, in_background
+
+    registry = create_registry("test-bg-weights")
+    try:
+        deploying = in_background(
+            start_rollout_app, "test-bg-rollout", tiny_prepared.shared["base_model"], "test-bg-weights",
+            RolloutConfig(replicas=1, dtype="float32", num_cpus=0.1),
+        )
+        handle = connect_when_running("test-bg-rollout")
+        assert handle.version.remote().result() == 0
+        deploying.result(timeout=60)  # serve.run returned too
+        assert serve.status().applications["test-bg-rollout"].status == "RUNNING"
+    finally:
+        serve.delete("test-bg-rollout")
+        ray_local.kill(registry)
+
+
+def test_connect_names_a_failed_deployment(ray_local, tmp_path):
+    """A replica that cannot start (here: no model at the path) fails the learner with Serve's
+    message, not a hang."""
+    from ray import serve
+
+    from paretorl.rollout.serve import RolloutAppError, connect_when_running, in_background
+
+    missing = tmp_path / "no-model-here"
+    registry = create_registry("test-fail-weights")
+    try:
+        deploying = in_background(start_rollout_app, "test-fail-rollout", str(missing), "test-fail-weights", RolloutConfig(replicas=1, num_cpus=0.1))
+        with pytest.raises(RolloutAppError, match="test-fail-rollout failed to deploy: FileNotFoundError: .*no-model-here is not a model directory"):
+            connect_when_running("test-fail-rollout")
+        with pytest.raises(RolloutAppError, match="no-model-here is not a model directory"):
+            deploying.result(timeout=120)  # serve.run in the deploying thread fails with the same reason
+    finally:
+        serve.delete("test-fail-rollout")
+        ray_local.kill(registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 
 from paretorl.rollout.registry import StaleVersionError, fetch
 from paretorl.rollout.types import Rollouts, SamplingParams
@@ -95,7 +96,73 @@ def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, ac
     else:
         options["num_replicas"] = cfg.replicas
     app = serve.deployment(RolloutServer, **options).bind(str(model_dir), registry_name, cfg.model_dump())
-    return serve.run(app, name=app_name, route_prefix=None)
+    try:
+        return serve.run(app, name=app_name, route_prefix=None)
+    except RuntimeError as e:  # Serve says only "Failed to update the deployments ['rollout']"
+        raise RolloutAppError(f"rollout app {app_name} failed to deploy: {deploy_failure(app_name) or e}") from e
+
+
+class RolloutAppError(RuntimeError):
+    """The trial's rollout application failed to deploy (a replica's constructor raised)."""
+
+
+def deploy_failure(app_name: str) -> str | None:
+    """Why the app's deployment failed: the last line of each failed deployment's traceback
+    (the replica constructor's exception), or None if it has not failed."""
+    from ray import serve
+
+    app = serve.status().applications.get(app_name)
+    if app is None or app.status != "DEPLOY_FAILED":
+        return None
+    reasons = [d.message.strip().splitlines()[-1] for d in app.deployments.values() if d.status == "DEPLOY_FAILED" and d.message.strip()]
+    return "; ".join(reasons) or app.message
+
+
+def connect_when_running(app_name: str, timeout_s: float = 1800.0, poll_s: float = 0.2, absent_s: float = 120.0):
+    """The app's handle once Serve reports it RUNNING, after one cheap request has set up this
+    process's route to it.
+
+    A trial deploys its rollout app in a thread while Ray Train starts its learner (both take
+    seconds of processes, imports and model loads), so the learner may get here first. Raises RolloutAppError with Serve's message if the app's deployment
+    failed, and TimeoutError if it never appears (its deploy call itself failed) or is not
+    running after `timeout_s` (a replica waiting for a node the autoscaler never adds).
+    """
+    from ray import serve
+
+    started = time.monotonic()
+    while True:
+        app = serve.status().applications.get(app_name)
+        waited = time.monotonic() - started
+        if app is not None and app.status == "RUNNING":
+            break
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise RolloutAppError(f"rollout app {app_name} failed to deploy: {deploy_failure(app_name)}")
+        if app is None and waited > absent_s:
+            raise TimeoutError(f"rollout app {app_name} was not deployed within {absent_s:.0f} s (see the trial's log for the deploy error)")
+        if waited > timeout_s:
+            raise TimeoutError(f"rollout app {app_name} not running after {timeout_s:.0f} s (status {app.status}: {app.message})")
+        time.sleep(poll_s)
+    handle = serve.get_app_handle(app_name)
+    handle.version.remote().result()  # the first request of a process waits for its router to learn the replicas
+    return handle
+
+
+def in_background(fn, *args) -> Future:
+    """`fn(*args)` in a daemon thread; its result or exception in the returned future.
+
+    A daemon thread, not an executor's: a process that fails while this still waits (up to
+    connect_when_running's timeout) must not wait for it at exit.
+    """
+    future: Future = Future()
+
+    def run():
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # handed to whoever asks for the result
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=getattr(fn, "__name__", "background"), daemon=True).start()
+    return future
 
 
 def replica_resources(cfg, accelerator: str = "GPU") -> dict:

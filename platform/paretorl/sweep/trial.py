@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import wait
 
 import ray
 from ray import tune
@@ -124,7 +125,7 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from paretorl.learner.loop import PRIORITY_KEY, NonFiniteLossError, train_loop
     from paretorl.learner.policy import extensions_dir
     from paretorl.rollout.registry import create_registry
-    from paretorl.rollout.serve import start_rollout_app
+    from paretorl.rollout.serve import in_background, start_rollout_app
     from paretorl.sweep.bases import trial_paths
 
     tree = trial_tree(sampled, base)
@@ -133,9 +134,9 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     registry_name, app_name = f"paretorl-weights-{trial_id}", rollout_app_name(trial_id)
     registry = create_registry(registry_name)
-    started = time.perf_counter()
-    start_rollout_app(app_name, paths["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator)
-    setup = {"setup/rollout_app_s": time.perf_counter() - started}
+    # The rollout app deploys while Ray Train starts the learner (each takes seconds: processes,
+    # imports, the model); the learner waits for it only when it needs it (connect_when_running).
+    deploying = in_background(start_rollout_app, app_name, paths["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator)
     # TorchTrainer passes RAY_TRAIN_* variables of this process on to its controller and workers
     os.environ[REPORT_POLL_ENV] = str(cfg.resources.report_poll_s)
     use_gpu, per_worker = learner_resources(cfg)
@@ -147,7 +148,6 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
                 "trial": tree,
                 "paths": {"base_model": paths["base_model"], "eval": paths["eval"], "registry": registry_name, "rollout_app": app_name},
                 "base_eval": shared.get("base_eval") if all(paths[k] == shared[k] for k in paths) else None,  # the reference base's, on its eval split
-                "setup": setup,
                 "fit_started_at": time.time(),
             },
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -163,10 +163,16 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
                 worker_runtime_env={"env_vars": env},
             ),
         )
-        trainer.fit()
+        try:
+            trainer.fit()
+        except Exception as e:
+            if deploying.done() and deploying.exception() is not None:
+                raise deploying.exception() from e  # the cause: the rollout app never came up (RolloutAppError names why)
+            raise
         failure = ray.get(registry.failure.remote())
         if failure:  # the learner stopped the trial on purpose; Tune marks it failed and the sweep goes on
             raise NonFiniteLossError(failure.split(": ", 1)[1])
     finally:
+        wait([deploying])  # a deploy still in flight would re-create the app after its delete
         serve.delete(app_name)
         ray.kill(registry)
