@@ -66,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", default="random,tpe,tpe_moasha", help=f"comma-separated, from {', '.join(METHODS)}; random is always run")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     p.add_argument("--random-trials", type=int, default=12, help="trials of random search; their CPU-seconds are the budget (default 12)")
+    p.add_argument("--steps", type=int, default=None, help="RL steps per trial (default: the space file's); longer trials leave early stopping more to save")
     p.add_argument("--max-trials-factor", type=float, default=4.0, help="a budgeted method may start this many times --random-trials (default 4)")
     p.add_argument("--retries", type=int, default=1, help="resume a run that died this many times before giving up (default 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 4 random trials of 4 steps, tiny evaluations, no initial points: minutes")
@@ -97,6 +98,8 @@ def run_space(args, method: str, seed: int, budget: float | None) -> dict:
         "trial": {"train": {"seed": seed}},
         "budget": {"trials": args.random_trials if budget is None else math.ceil(args.random_trials * args.max_trials_factor)},
     })
+    if args.steps:
+        space = deep_merge(space, {"trial": {"train": {"steps": args.steps}}})
     if budget is not None:
         space["budget"]["cpu_seconds"] = round(budget, 1)
     if method == "tpe_moasha":
@@ -170,7 +173,8 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
         print(f"{name} failed (exit {proc.returncode}, attempt {attempt + 1} of {args.retries + 1}); its output: {log}", flush=True)
     else:
         raise SystemExit(f"{name} failed {args.retries + 1} times; its output: {log}; the same command resumes it")
-    summary = {**summarize_run(sweep_dir, method, seed, time.time() - started), "budget": None if budget is None else round(budget, 1)}
+    summary = {**summarize_run(sweep_dir, method, seed, time.time() - started), "budget": None if budget is None else round(budget, 1),
+               "test_hv": test_hypervolume(args.out / "mlflow.db", name)}
     done.write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -185,6 +189,20 @@ def summarize_run(sweep_dir: Path, method: str, seed: int, wall_s: float) -> dic
     stopped = len(json.loads(moasha.read_text())["stopped"]) if moasha.exists() else 0
     return {"method": method, "seed": seed, "wall_s": round(wall_s, 1), "cpu_seconds": trace["cpu_seconds"],
             "trials": len(trials), "stopped_at_rung": stopped, "trace": trace["trace"]}
+
+
+def test_hypervolume(db: Path, run_name: str) -> float | None:
+    """The sweep's `sweep/test_hypervolume` (its reported front re-evaluated on the test split), from
+    its MLflow parent run; None where the sweep logged none."""
+    from mlflow.tracking import MlflowClient
+
+    from paretorl.sweep.hypervolume import TEST_HV_METRIC
+
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'") if experiment else []
+    values = [r.data.metrics[TEST_HV_METRIC] for r in runs if TEST_HV_METRIC in r.data.metrics]
+    return round(values[0], 4) if values else None
 
 
 # --- the comparison ----------------------------------------------------------------------------
@@ -210,7 +228,8 @@ def compare(runs: dict[str, list[dict]], budget: float) -> dict:
     hv = {m: [round(hv_at(r["trace"], math.inf if m == "random" else budget), 4) for r in rs] for m, rs in runs.items()}
     per_seed = {m: [None if (c := cpu_to_reach(r["trace"], random_final, budget)) is None else round(c / budget, 3) for r in rs]
                 for m, rs in runs.items() if m != "random"}
-    return {"random_final_median_hv": round(random_final, 4), "hv": hv,
+    test_hv = {m: [r.get("test_hv") for r in rs] for m, rs in runs.items()}
+    return {"random_final_median_hv": round(random_final, 4), "hv": hv, "test_hv": test_hv,
             "cpu_to_match_random": {m: median_or_none(v) for m, v in per_seed.items()}, "cpu_to_match_random_per_seed": per_seed}
 
 
@@ -238,13 +257,14 @@ def plot(runs: dict[str, list[dict]], budget: float, path: Path) -> None:
 
 
 def print_table(runs: dict[str, list[dict]], result: dict) -> None:
-    print("\n| method | hypervolume at budget, per seed | CPU to match random / budget, per seed (median) | trials (stopped at a rung) | wall s |")
-    print("|---|---|---|---|---|")
+    print("\n| method | hypervolume at budget, per seed | CPU to match random / budget, per seed (median) | test-front hypervolume, per seed | trials (stopped at a rung) | wall s |")
+    print("|---|---|---|---|---|---|")
     for method, rs in runs.items():
         match = result["cpu_to_match_random_per_seed"].get(method)
         match_s = "-" if match is None else f"{', '.join('never' if v is None else f'{v:.2f}' for v in match)} ({result['cpu_to_match_random'][method]})"
         trials = ", ".join(f"{r['trials']} ({r['stopped_at_rung']})" for r in rs)
-        print(f"| {method} | {', '.join(f'{v:.4f}' for v in result['hv'][method])} | {match_s} | {trials} | {sum(r['wall_s'] for r in rs):.0f} |")
+        test = ", ".join("-" if v is None else f"{v:.4f}" for v in result["test_hv"][method])
+        print(f"| {method} | {', '.join(f'{v:.4f}' for v in result['hv'][method])} | {match_s} | {test} | {trials} | {sum(r['wall_s'] for r in rs):.0f} |")
 
 
 def main(argv=None) -> int:
@@ -269,7 +289,8 @@ def main(argv=None) -> int:
     print(f"\nplot: {args.out / 'search_hv.png'}; runs: {args.out / 'runs'}; benchmark took {time.time() - started:.0f} s")
     out = {"task": task, "budget_cpu_s": round(budget, 1), "seeds": seeds, "hv": result["hv"],
            "cpu_to_match_random": result["cpu_to_match_random"], "cpu_to_match_random_per_seed": result["cpu_to_match_random_per_seed"],
-           "random_final_median_hv": result["random_final_median_hv"], "random_trials": args.random_trials, "quick": args.quick}
+           "test_hv": result["test_hv"], "random_final_median_hv": result["random_final_median_hv"], "random_trials": args.random_trials,
+           "steps": args.steps, "quick": args.quick}
     (args.out / "results.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out))
     return 0
