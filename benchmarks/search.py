@@ -67,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3)")
     p.add_argument("--random-trials", type=int, default=12, help="trials of random search; their CPU-seconds are the budget (default 12)")
     p.add_argument("--steps", type=int, default=None, help="RL steps per trial (default: the space file's); longer trials leave early stopping more to save")
+    p.add_argument("--grace", type=int, default=None, help="MO-ASHA's grace period in steps, its first rung (default: eval.every)")
     p.add_argument("--max-trials-factor", type=float, default=4.0, help="a budgeted method may start this many times --random-trials (default 4)")
     p.add_argument("--retries", type=int, default=1, help="resume a run that died this many times before giving up (default 1)")
     p.add_argument("--quick", action="store_true", help="1 seed, 4 random trials of 4 steps, tiny evaluations, no initial points: minutes")
@@ -104,7 +105,7 @@ def run_space(args, method: str, seed: int, budget: float | None) -> dict:
         space["budget"]["cpu_seconds"] = round(budget, 1)
     if method == "tpe_moasha":
         every = space.get("trial", {}).get("eval", {}).get("every", 4)
-        space["scheduler"] = {"type": "moasha", "grace_steps": every, "reduction_factor": 3}
+        space["scheduler"] = {"type": "moasha", "grace_steps": args.grace or every, "reduction_factor": 3}
     return space
 
 
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
     out = {"task": task, "budget_cpu_s": round(budget, 1), "seeds": seeds, "hv": result["hv"],
            "cpu_to_match_random": result["cpu_to_match_random"], "cpu_to_match_random_per_seed": result["cpu_to_match_random_per_seed"],
            "test_hv": result["test_hv"], "random_final_median_hv": result["random_final_median_hv"], "random_trials": args.random_trials,
-           "steps": args.steps, "quick": args.quick}
+           "steps": args.steps, "grace": args.grace, "quick": args.quick}
     (args.out / "results.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out))
     return 0
