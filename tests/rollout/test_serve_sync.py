@@ -81,8 +81,8 @@ def test_connect_waits_for_an_app_deployed_in_the_background(ray_local, tiny_pre
 
 
 def test_connect_names_a_failed_deployment(ray_local, tmp_path):
-    """A replica that cannot start (here: no model at the path) fails the learner with Serve's
-    message, not a hang."""
+    """A replica that cannot start (here: no model at the path) fails the learner with the
+    replica's exception, not a hang or Serve's bare "Failed to update the deployments"."""
     from ray import serve
 
     from paretorl.rollout.serve import RolloutAppError, connect_when_running, in_background

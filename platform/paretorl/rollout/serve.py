@@ -99,19 +99,17 @@ def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, ac
     try:
         return serve.run(app, name=app_name, route_prefix=None)
     except RuntimeError as e:  # Serve says only "Failed to update the deployments ['rollout']"
-        raise RolloutAppError(f"rollout app {app_name} failed to deploy: {deploy_failure(app_name) or e}") from e
+        status = serve.status().applications.get(app_name)
+        raise RolloutAppError(f"rollout app {app_name} failed to deploy: {deploy_failure(status) or e}") from e
 
 
 class RolloutAppError(RuntimeError):
     """The trial's rollout application failed to deploy (a replica's constructor raised)."""
 
 
-def deploy_failure(app_name: str) -> str | None:
-    """Why the app's deployment failed: the last line of each failed deployment's traceback
-    (the replica constructor's exception), or None if it has not failed."""
-    from ray import serve
-
-    app = serve.status().applications.get(app_name)
+def deploy_failure(app) -> str | None:
+    """Why an app (its `serve.status()` entry, or None) failed to deploy: the last line of each
+    failed deployment's traceback (the replica constructor's exception), or None if it has not."""
     if app is None or app.status != "DEPLOY_FAILED":
         return None
     reasons = [d.message.strip().splitlines()[-1] for d in app.deployments.values() if d.status == "DEPLOY_FAILED" and d.message.strip()]
@@ -123,9 +121,10 @@ def connect_when_running(app_name: str, timeout_s: float = 1800.0, poll_s: float
     process's route to it.
 
     A trial deploys its rollout app in a thread while Ray Train starts its learner (both take
-    seconds of processes, imports and model loads), so the learner may get here first. Raises RolloutAppError with Serve's message if the app's deployment
-    failed, and TimeoutError if it never appears (its deploy call itself failed) or is not
-    running after `timeout_s` (a replica waiting for a node the autoscaler never adds).
+    seconds of processes, imports and model loads), so the learner may get here first. Raises
+    RolloutAppError naming the replica constructor's exception if the deployment failed, and
+    TimeoutError if the app never appears (its deploy call itself failed) or is not running
+    after `timeout_s` (a replica waiting for a node the autoscaler never adds).
     """
     from ray import serve
 
@@ -136,7 +135,7 @@ def connect_when_running(app_name: str, timeout_s: float = 1800.0, poll_s: float
         if app is not None and app.status == "RUNNING":
             break
         if app is not None and app.status == "DEPLOY_FAILED":
-            raise RolloutAppError(f"rollout app {app_name} failed to deploy: {deploy_failure(app_name)}")
+            raise RolloutAppError(f"rollout app {app_name} failed to deploy: {deploy_failure(app)}")
         if app is None and waited > absent_s:
             raise TimeoutError(f"rollout app {app_name} was not deployed within {absent_s:.0f} s (see the trial's log for the deploy error)")
         if waited > timeout_s:
@@ -150,8 +149,8 @@ def connect_when_running(app_name: str, timeout_s: float = 1800.0, poll_s: float
 def in_background(fn, *args) -> Future:
     """`fn(*args)` in a daemon thread; its result or exception in the returned future.
 
-    A daemon thread, not an executor's: a process that fails while this still waits (up to
-    connect_when_running's timeout) must not wait for it at exit.
+    A daemon thread, not an executor's: a trial process that fails while its rollout app is
+    still deploying (serve.run can wait minutes for a node) must not wait for it at exit.
     """
     future: Future = Future()
 
