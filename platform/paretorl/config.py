@@ -7,6 +7,7 @@ space (`paretorl.sweep.space`) names fields of this class by dotted path, e.g. `
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -265,6 +266,16 @@ def set_path(tree: dict, dotted: str, value: Any) -> None:
     for key in parents:
         tree = tree.setdefault(key, {})
     tree[leaf] = value
+
+
+def with_values(tree: dict, values: dict[str, Any]) -> dict:
+    """A deep copy of `tree` with each dotted key of `values` set (`tree` itself is untouched:
+    a shallow copy would share its nested sections, and setting `train.lr` in the copy would
+    set it in `tree` too)."""
+    out = copy.deepcopy(tree)
+    for key, value in values.items():
+        set_path(out, key, value)
+    return out
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from paretorl.config import TrainConfig
 from paretorl.sweep.space import SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,16 @@ def test_default_space_covers_both_objectives_and_three_alphas():
     assert {"grpo", "maxrl"} <= objectives
     assert len(alphas) >= 3
     assert space.budget.trials >= 6
+
+
+def test_validation_leaves_the_fixed_settings_as_written(tmp_path):
+    # Validation builds a config at every corner; a corner's value must not stay behind in the
+    # space's fixed `trial` section (once, the last corner's train.lr did: a shallow copy).
+    space = load_space(write(tmp_path, GOOD + "initial_points:\n  - {algo.alpha: 0.2, train.lr: 5.0e-4}\ntrial:\n  train: {steps: 7}\n"))
+    assert space.trial == {"train": {"steps": 7}}
+    assert space.trial_config({}).train.lr == TrainConfig().lr
+    assert space.trial_config({"train.lr": 1e-3}).train.lr == 1e-3
+    assert space.trial == {"train": {"steps": 7}}
 
 
 def test_good_space_builds_optuna_distributions(tmp_path):
