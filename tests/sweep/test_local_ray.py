@@ -51,11 +51,12 @@ SCRIPT = textwrap.dedent("""
         if not left:
             break
         time.sleep(1)  # the cleaner polls the controller's state every few seconds
-    print(json.dumps({"reports": reports, "left": [{"id": pg["placement_group_id"], "state": pg["state"], "bundles": pg["bundles"]} for pg in left]}))
+    classes = sorted({a["ActorClassName"] for a in ray._private.state.actors().values()})  # from this Ray's GCS, dead ones included
+    print(json.dumps({"reports": reports, "left": [{"id": pg["placement_group_id"], "state": pg["state"], "bundles": pg["bundles"]} for pg in left], "actor_classes": classes}))
 """)
 
 
-def test_a_stopped_trial_frees_its_learners_placement_group(tmp_path):
+def test_a_stopped_trial_frees_its_learners_placement_group_and_runs_no_preemption_watcher(tmp_path):
     script = tmp_path / "stop_trial.py"
     script.write_text(SCRIPT)
     out = subprocess.run([sys.executable, str(script), str(ROOT / "platform"), str(tmp_path / "results")], env=env_with_venv(),
@@ -64,3 +65,5 @@ def test_a_stopped_trial_frees_its_learners_placement_group(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["reports"] == {"error": None, "iterations": 2, "i": 1}  # Tune stopped the trial after 2 reports; Train did not end by itself
     assert result["left"] == [], f"placement groups still reserved after the stopped trial: {result['left']}"
+    # a local Ray runs no preemption watcher (one machine has no cloud drain notices to watch for)
+    assert "TrainController" in result["actor_classes"] and "PreemptionWatcher" not in result["actor_classes"], result["actor_classes"]
