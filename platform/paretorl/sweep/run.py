@@ -125,7 +125,7 @@ def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
         port = dashboard_port()
         runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         # Ray Train starts a preemption watcher actor per trial (a process polling for cloud drain
-        # notices every 5 s, ~2.4 CPU-s over a default trial here); one machine is never preempted.
+        # notices every 5 s, ~2.4 CPU-s per trial here, mostly its start); one machine is never preempted.
         runtime_env["env_vars"]["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
         context = ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_port=port,
                            runtime_env=runtime_env, **ray_init_options(verbose))
