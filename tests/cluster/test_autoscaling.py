@@ -21,7 +21,7 @@ from tests.cluster.fake_cluster import fake_cluster, submit, wait_until
 from tests.jobs.test_sweep_job import mlflow_runs
 from tests.reliability.sweeps import tiny_space
 
-STEPS = 6
+STEPS = 16  # long enough that both trials are mid-run together when a node is killed (steps take ~0.6 s since the report-poll fix; at 6 the window was ~2 s and the poll missed it)
 OBJECTIVE = {"algo.objective": {"type": "categorical", "choices": ["grpo", "maxrl"]}}
 
 
