@@ -268,16 +268,6 @@ def set_path(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def with_values(tree: dict, values: dict[str, Any]) -> dict:
-    """A deep copy of `tree` with each dotted key of `values` set (`tree` itself is untouched:
-    a shallow copy would share its nested sections, and setting `train.lr` in the copy would
-    set it in `tree` too)."""
-    out = copy.deepcopy(tree)
-    for key, value in values.items():
-        set_path(out, key, value)
-    return out
-
-
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; used for MLflow params."""
     out: dict[str, Any] = {}
@@ -291,11 +281,13 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """A new dict: `override` merged into `base` recursively (inputs untouched)."""
-    out = dict(base)
+    """A new dict: `override` merged into `base` recursively. Nothing in it is shared with the
+    inputs, so setting a key in the result (`set_path`) never changes them: a shallow copy once
+    let space validation write its corners' values into the space's fixed `trial` section."""
+    out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paretorl.config import TrialConfig, deep_merge, with_values
+from paretorl.config import TrialConfig, deep_merge, set_path
 from paretorl.sweep.stopping import FIFOSpec, HypervolumeSpec, SchedulerSpec, check_scheduler
 
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -108,7 +108,10 @@ class SearchSpace(_Strict):
         return f"eval/pass_at_{self.objectives.pass_k}", "eval/mean_tokens"
 
     def trial_config(self, sampled: dict[str, Any], extra: dict | None = None) -> TrialConfig:
-        return TrialConfig.model_validate(with_values(deep_merge(self.trial, extra or {}), sampled))
+        tree = deep_merge(self.trial, extra or {})
+        for key, value in sampled.items():
+            set_path(tree, key, value)
+        return TrialConfig.model_validate(tree)
 
 
 def _where(err: ValidationError) -> str:

@@ -14,7 +14,7 @@ import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from paretorl.config import TrialConfig, with_values
+from paretorl.config import TrialConfig, deep_merge, set_path
 
 
 REPORT_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2: the controller's poll of its workers
@@ -22,7 +22,10 @@ REPORT_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train V2: the contr
 
 def trial_tree(sampled: dict, base: dict) -> dict:
     """The trial's full config tree: the space's fixed `trial` section plus the sampled values."""
-    return with_values(base, sampled)
+    tree = deep_merge(base, {})
+    for key, value in sampled.items():
+        set_path(tree, key, value)
+    return tree
 
 
 def evaluations(cfg: TrialConfig) -> int:
