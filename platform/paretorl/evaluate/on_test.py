@@ -71,8 +71,8 @@ def evaluate_on_test(model_dir: str | Path, rows: list[dict], eval_cfg, task, n_
     if storage.exists(cache):
         return TestSamples.from_json(json.loads(storage.read_text(cache)))
     rollout, tokenizer = make_rollout(model_dir, dtype)
-    out, correct = sample_and_score(rollout, 0, tokenizer, task, rows, n_samples, eval_cfg.max_new_tokens, eval_cfg.temperature, seed)
-    samples = TestSamples(correct.reshape(-1, n_samples), np.asarray(out.lengths).reshape(-1, n_samples))
+    scored = sample_and_score(rollout, 0, tokenizer, task, rows, n_samples, eval_cfg.max_new_tokens, eval_cfg.temperature, seed)
+    samples = TestSamples(scored.correct.reshape(-1, n_samples), scored.lengths.reshape(-1, n_samples))
     try:
         storage.write_text(cache, json.dumps(samples.to_json()))
     except OSError:  # a read-only model directory: sample again next time
