@@ -70,6 +70,7 @@ def load_job():
 @pytest.mark.parametrize("space, studies, arms", [
     ("reproduce-coverage.yaml", ("objectives",), {("grpo", 0.0), ("maxrl", 0.0)}),
     ("reproduce-coverage-arith.yaml", ("objectives",), {("grpo", 0.0), ("maxrl", 0.0)}),
+    ("reproduce-coverage-arith-1024.yaml", ("objectives",), {("grpo", 0.0), ("maxrl", 0.0)}),
     ("reproduce-ablation.yaml", ("ablation",), {("grpo", 0.2), ("rloo", 0.2)}),
     ("reproduce.yaml", None, {(o, 0.0) for o in ("grpo", "maxrl", "rloo")} | {("rloo", a) for a in (0.05, 0.1, 0.2, 0.4)} | {("grpo", 0.2)}),
 ])
