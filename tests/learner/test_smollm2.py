@@ -90,6 +90,26 @@ def test_embedded_engine_matches_hf_greedy_on_smollm2(smol_policy):
         assert out.response(g) == ref
 
 
+def test_a_replica_reads_smollm2_from_its_files(smol_prepared, smol_policy):
+    """Replicas build their engine from the converted files, without transformers: the same stop
+    and pad ids as its tokenizer, the same greedy tokens as the engine on the transformers model."""
+    from paretorl.models.tokenizer import encode_prompt
+    from paretorl.rollout.engine import EmbeddedEngine
+    from paretorl.rollout.policy_files import read_policy_files
+    from paretorl.rollout.types import SamplingParams
+
+    base = smol_prepared.shared["base_model"]
+    model, tok = smol_policy
+    files = read_policy_files(base)
+    assert files is not None and (files.eos_token_id, files.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
+    prompts = [encode_prompt(tok, "What is 17+25?")]
+    greedy = SamplingParams(max_new_tokens=8, temperature=0.0)
+    ours = EmbeddedEngine(files, eos_token_id=files.eos_token_id, pad_token_id=files.pad_token_id, dtype="float32", threads=2)
+    del files
+    theirs = EmbeddedEngine(model, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, dtype="float32", threads=2)
+    assert ours.generate(prompts, greedy).response(0) == theirs.generate(prompts, greedy).response(0)
+
+
 @pytest.fixture(scope="module")
 def smol_trial(ray_local, smol_prepared, tmp_path_factory):
     sampled = {"algo.objective": "maxrl", "algo.alpha": 0.2, "algo.kl_coef": 0.0, "train.lr": 1e-5}

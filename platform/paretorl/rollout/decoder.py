@@ -200,9 +200,9 @@ class Decoder:
     build, else in torch.
     """
 
-    def __init__(self, shape: DecoderShape, rotary: torch.nn.Module, dtype: torch.dtype):
+    def __init__(self, shape: DecoderShape, rotary, dtype: torch.dtype):
         self.shape = shape
-        self.rotary = rotary  # the HF model's rotary module: inv_freq and attention scaling
+        self.rotary = rotary  # the HF model's rotary module, or policy_files.DefaultRotary (same table)
         self.dtype = dtype
         self.weights: PackedWeights | None = None
         self.kernel = kernels.load()

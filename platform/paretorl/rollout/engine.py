@@ -25,6 +25,7 @@ from contextlib import contextmanager
 import torch
 
 from paretorl.rollout.decoder import Decoder, DecoderShape
+from paretorl.rollout.policy_files import PolicyFiles, read_policy_files
 from paretorl.rollout.sampling import sample_tokens
 from paretorl.rollout.types import FINISH_LENGTH, FINISH_STOP, Rollouts, SamplingParams
 
@@ -48,8 +49,15 @@ def _torch_threads(threads: int | None):
         torch.set_num_threads(old)
 
 
+def _hf_model(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+
+
 class EmbeddedEngine:
-    """Samples from a Llama-family causal LM (transformers model, or a save_pretrained dir).
+    """Samples from a Llama-family causal LM (a transformers model, a save_pretrained dir, or its
+    `PolicyFiles`).
 
     dtype: "bfloat16" (default; fast where the CPU has bf16 matmul units) or "float32".
     threads: torch intra-op threads during `generate` (torch's setting is process-global, so it
@@ -68,9 +76,8 @@ class EmbeddedEngine:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if isinstance(model, (str, os.PathLike)):
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+            model = read_policy_files(model) or _hf_model(model)
+        files = model if isinstance(model, PolicyFiles) else None  # else a transformers model
         self.config = model.config
         shape = DecoderShape.from_config(model.config)
         for name, tok in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
@@ -81,9 +88,24 @@ class EmbeddedEngine:
         self.dtype = dtype
         self.threads = threads
         self._lock = threading.Lock()  # a Serve replica may call from several threads
-        rotary = copy.deepcopy(model.model.rotary_emb)  # RoPE exactly as HF computes it
+        rotary = files.rotary if files else copy.deepcopy(model.model.rotary_emb)  # RoPE exactly as HF computes it
         self._decoder = Decoder(shape, rotary, DTYPES[dtype])
-        self.load_state_dict(model.state_dict())
+        self.load_state_dict(files.state_dict if files else model.state_dict())
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike, *, dtype: str = "bfloat16", threads: int | None = None) -> EmbeddedEngine:
+        """The engine on a saved policy (a local HF directory), stopping at its tokenizer's EOS.
+
+        A llama policy with plain RoPE is read from its files (`policy_files`): transformers is not
+        imported. Any other goes through transformers' model and tokenizer.
+        """
+        files = read_policy_files(model_dir)
+        if files is not None:
+            return cls(files, eos_token_id=files.eos_token_id, pad_token_id=files.pad_token_id, dtype=dtype, threads=threads)
+        from paretorl.models.build import load_policy
+
+        model, tokenizer = load_policy(model_dir)
+        return cls(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=dtype, threads=threads)
 
     @property
     def vocab_size(self) -> int:

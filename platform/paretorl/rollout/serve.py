@@ -20,13 +20,9 @@ def make_engine(cfg, model_dir: str):
 
     model_dir = str(storage.local_copy(model_dir))
     if cfg.engine == "embedded":
-        from paretorl.models.build import load_policy
         from paretorl.rollout.engine import EmbeddedEngine
 
-        model, tokenizer = load_policy(model_dir)
-        return EmbeddedEngine(
-            model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=cfg.dtype, threads=cfg.threads
-        )
+        return EmbeddedEngine.from_dir(model_dir, dtype=cfg.dtype, threads=cfg.threads)
     if cfg.engine == "vllm":
         from transformers import AutoTokenizer
 
