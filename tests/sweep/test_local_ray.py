@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent("""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.state import list_actors
 
     from paretorl.sweep.run import start_ray
 
@@ -51,7 +52,10 @@ SCRIPT = textwrap.dedent("""
         if not left:
             break
         time.sleep(1)  # the cleaner polls the controller's state every few seconds
-    classes = sorted({a["ActorClassName"] for a in ray._private.state.actors().values()})  # from this Ray's GCS, dead ones included
+    # Ray's State API, at the dashboard start_ray told the workers of (another Ray on the machine
+    # would make it guess); dead actors included
+    api = ray.get_runtime_context().runtime_env["env_vars"]["RAY_API_SERVER_ADDRESS"]
+    classes = sorted({a.class_name for a in list_actors(address=api, limit=10_000, raise_on_missing_output=False)})
     print(json.dumps({"reports": reports, "left": [{"id": pg["placement_group_id"], "state": pg["state"], "bundles": pg["bundles"]} for pg in left], "actor_classes": classes}))
 """)
 
