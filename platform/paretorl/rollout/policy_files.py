@@ -20,6 +20,8 @@ from types import SimpleNamespace
 
 import torch
 
+from paretorl.rollout.decoder import DecoderShape
+
 # What DecoderShape.from_config reads from a llama config, besides fields with a fixed default.
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "rms_norm_eps", "tie_word_embeddings", "hidden_act")
@@ -64,8 +66,8 @@ def read_policy_files(model_dir: str | Path) -> PolicyFiles | None:
     state_dict = {}
     for path in weights:
         state_dict.update(load_file(path))
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    return PolicyFiles(SimpleNamespace(**config), DefaultRotary(theta, head_dim), state_dict, *tokens)
+    fields = SimpleNamespace(**config)
+    return PolicyFiles(fields, DefaultRotary(theta, DecoderShape.from_config(fields).head_dim), state_dict, *tokens)
 
 
 def _read_json(path: Path) -> dict | None:
