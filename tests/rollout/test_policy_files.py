@@ -119,6 +119,17 @@ def test_tokenizer_files_that_do_not_name_both_tokens_go_through_transformers(sa
     assert read_policy_files(edited) is None
 
 
+def test_a_tokenizer_larger_than_the_model_is_refused_as_before(saved, tmp_path):
+    edited = shutil.copytree(saved, tmp_path / "larger")
+    vocab = json.loads((edited / "tokenizer.json").read_text())
+    size = json.loads((edited / "config.json").read_text())["vocab_size"]
+    vocab["added_tokens"].append({**vocab["added_tokens"][-1], "id": size, "content": "<extra>"})
+    (edited / "tokenizer.json").write_text(json.dumps(vocab))
+    assert read_policy_files(edited) is None
+    with pytest.raises(ValueError, match="do not match"):
+        EmbeddedEngine.from_dir(edited)
+
+
 def test_a_folder_without_a_model_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         EmbeddedEngine.from_dir(tmp_path)

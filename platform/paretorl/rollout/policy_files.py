@@ -57,10 +57,13 @@ def read_policy_files(model_dir: str | Path) -> PolicyFiles | None:
     if config is None or config.get("model_type") != "llama" or any(k not in config for k in REQUIRED):
         return None
     theta = _default_rope_theta(config)
-    tokens = _special_token_ids(model_dir)
+    tokenizer = _tokenizer_ids(model_dir)
     weights = _weight_files(model_dir)
-    if theta is None or tokens is None or weights is None:
+    if theta is None or tokenizer is None or weights is None:
         return None
+    tokens, size = tokenizer
+    if size > config["vocab_size"]:
+        return None  # a model and tokenizer that do not match: load_policy says so
     from safetensors.torch import load_file
 
     state_dict = {}
@@ -87,9 +90,10 @@ def _default_rope_theta(config: dict) -> float | None:
     return float(rope["rope_theta"])
 
 
-def _special_token_ids(model_dir: Path) -> tuple[int, int] | None:
-    """(eos, pad) ids as the tokenizer defines them: the tokens tokenizer_config.json names, looked
-    up in tokenizer.json. None if either is missing or a special_tokens_map.json could override them."""
+def _tokenizer_ids(model_dir: Path) -> tuple[tuple[int, int], int] | None:
+    """((eos, pad) ids, the tokenizer's size) as the tokenizer defines them: the tokens
+    tokenizer_config.json names, looked up in tokenizer.json. None if either is missing or a
+    special_tokens_map.json could override them."""
     settings, vocab = _read_json(model_dir / "tokenizer_config.json"), _read_json(model_dir / "tokenizer.json")
     if settings is None or vocab is None or (model_dir / "special_tokens_map.json").exists():
         return None
@@ -101,7 +105,7 @@ def _special_token_ids(model_dir: Path) -> tuple[int, int] | None:
         token = settings.get(key)
         token = token.get("content") if isinstance(token, dict) else token
         found.append(ids.get(token) if isinstance(token, str) else None)
-    return None if None in found else (found[0], found[1])
+    return None if None in found else ((found[0], found[1]), len(set(ids.values())))
 
 
 def _weight_files(model_dir: Path) -> list[Path] | None:
