@@ -30,6 +30,28 @@ class TaskConfig(_Strict):
     seed: int = 0
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # = models.lora.LLAMA_LINEARS
+
+
+class LoraSettings(_Strict):
+    """LoRA adapters on the policy (PEFT): only they train, sync and are checkpointed. rank 0 is a
+    full fine-tune. A space may sweep rank and alpha: they shape the trial, not the base policy."""
+
+    rank: int = Field(0, ge=0, description="adapter rank r; 0 = full fine-tune (no adapters)")
+    alpha: float = Field(32.0, gt=0, description="lora_alpha: the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the adapters' input (0 keeps the learner's log-probs equal to the sampler's)")
+    targets: list[str] | None = Field(
+        None, description=f"module names of the linear layers to adapt; default every linear layer of the decoder ({', '.join(LORA_TARGETS)})"
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _named(cls, v):
+        if v is not None and (not v or any(not t or not isinstance(t, str) for t in v)):
+            raise ValueError("model.lora.targets must be a non-empty list of module names")
+        return v
+
+
 class ModelConfig(_Strict):
     """The policy: the tiny Llama-family decoder the embedded default trains from scratch, or a
     pretrained model (`pretrained`), whose own size, tokenizer and chat template then apply."""
@@ -45,6 +67,21 @@ class ModelConfig(_Strict):
     num_heads: int = Field(4, gt=0)
     intermediate_size: int = Field(384, gt=0)
     max_len: int = Field(192, gt=8, description="prompt + response tokens (tiny model)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapters (rank 0: full fine-tune)")
+
+    @model_validator(mode="after")
+    def _lora_targets_exist(self):
+        """The tiny model and the packaged SmolLM2 are Llama decoders: their linear layers are known
+        here, before any compute. Another pretrained model's are checked when its policy loads."""
+        known = self.pretrained is None or str(self.pretrained).startswith("smollm2")
+        unknown = sorted(set(self.lora.targets or ()) - set(LORA_TARGETS))
+        if self.lora.rank and known and unknown:
+            raise ValueError(f"model.lora.targets: {unknown} are not linear layers of this model; valid: {', '.join(LORA_TARGETS)}")
+        return self
+
+    def base_dump(self) -> dict:
+        """The fields that shape the base policy (its SFT cache and splits): all but `lora`."""
+        return self.model_dump(exclude={"lora"})
 
     @model_validator(mode="after")
     def _heads_divide(self):
@@ -250,6 +287,16 @@ class TrialConfig(_Strict):
             raise ValueError(
                 f"train.prompts_per_step ({self.train.prompts_per_step}) is the global batch: it must be divisible by "
                 f"resources.learner_workers ({self.resources.learner_workers})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lora_zero(self):
+        if self.model.lora.rank and self.train.zero_stage == 3:
+            raise ValueError(
+                "model.lora with train.zero_stage 3 is refused: ZeRO-3 shards the weights of a model too large for one "
+                "device, and a LoRA trial's trainable state is only its adapters; use train.zero_stage 0-2 (the frozen base "
+                "is held whole per learner rank, gradients and Adam state exist for the adapters only)"
             )
         return self
 

@@ -24,7 +24,7 @@ import torch
 from paretorl.config import TrialConfig
 from paretorl.evaluate.passk_eval import evaluate_policy, score_rollouts
 from paretorl.learner import checkpoint as ckpt
-from paretorl.learner.policy import gathered_state_dict, make_engine, make_reference, resolve_autocast
+from paretorl.learner.policy import make_engine, make_reference, published_weights, resolve_autocast, weights_nbytes
 from paretorl.learner.update import NonFiniteLossError, rl_step
 from paretorl.models.tokenizer import encode_prompt
 from paretorl.rollout.types import SamplingParams
@@ -52,15 +52,17 @@ def prompt_stream(shard, batch_size: int, seed: int, start_batch: int = 0):
         epoch += 1
 
 
-def _publish(registry, version: int, model, rank: int) -> None:
-    """Rank 0 publishes the new weights; every rank waits until they are published."""
+def _publish(registry, version: int, model, rank: int) -> int:
+    """Rank 0 publishes the new weights (a LoRA policy: its adapter only); every rank waits until
+    they are published. Returns the bytes published (0 off rank 0)."""
     from paretorl.rollout.registry import publish
 
-    weights = gathered_state_dict(model, rank)  # a collective under ZeRO-3; a copy on rank 0 only
+    weights = published_weights(model, rank)  # a collective under ZeRO-3; a copy on rank 0 only
     if rank == 0:
         publish(registry, version, weights)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
+    return weights_nbytes(weights) if weights is not None else 0
 
 
 def _sum_over_ranks(value: float) -> float:
@@ -73,17 +75,29 @@ def _sum_over_ranks(value: float) -> float:
 
 def _policy(cfg: TrialConfig, model_dir: str, checkpoint, world: int, rank: int):
     """(engine, model, tokenizer, loop state, bf16 autocast?): restored from `checkpoint`, or the base policy."""
-    from paretorl.models.build import load_policy
-
     state = {"step": 0, "version": 0, "next_batch": 0, "last_eval": None}
     mini_batch = cfg.train.prompts_per_step // world * cfg.train.samples_per_prompt // cfg.train.updates_per_step
     with checkpoint.as_directory() if checkpoint is not None else nullcontext(model_dir) as source:
-        model, tokenizer = load_policy(source)
+        model, tokenizer = _load_policy(cfg, model_dir, source)
         autocast = resolve_autocast(cfg.train.autocast, model, cfg.train)  # measured before DeepSpeed wraps the model
         engine = make_engine(model, cfg.train, mini_batch, world)
         if checkpoint is not None:  # retried or resumed: weights, optimizer, RNG and loop state
             state = ckpt.restore(Path(source), engine, rank)
     return engine, model, tokenizer, state, autocast
+
+
+def _load_policy(cfg: TrialConfig, base_dir: str, source: str):
+    """(model, tokenizer) to train: the policy in `source`, or for a LoRA trial the base with
+    adapters (fresh ones, or a checkpoint's), only the adapters trainable."""
+    from paretorl.models.build import load_policy
+    from paretorl.models.lora import add_adapters, is_adapter_dir, load_adapters
+
+    if not cfg.model.lora.rank:
+        return load_policy(source)
+    model, tokenizer = load_policy(base_dir)
+    if is_adapter_dir(source):  # retried or resumed
+        return load_adapters(model, source, trainable=True), tokenizer
+    return add_adapters(model, cfg.model.lora, base=base_dir), tokenizer
 
 
 def train_loop(loop_config: dict) -> None:
@@ -168,7 +182,7 @@ def train_loop(loop_config: dict) -> None:
         t_update = time.perf_counter() - t1
 
         version += 1
-        _publish(registry, version, model, rank)
+        sync_bytes = _publish(registry, version, model, rank)
 
         metrics.update({
             "step": step,
@@ -176,6 +190,7 @@ def train_loop(loop_config: dict) -> None:
             "rollout/seconds": t_rollout,
             "rollout/tokens_per_s": float(rollouts.lengths.sum()) / max(rollouts.stats.get("gen_s", t_rollout), 1e-9),
             "rollout/sync_seconds": rollouts.stats.get("sync_s", 0.0),
+            "rollout/sync_bytes": _sum_over_ranks(sync_bytes),  # what this step published (rank 0): an adapter, or the full weights
             "train/update_seconds": t_update,
             "train/step_seconds": time.perf_counter() - t0,
             "train/autocast_bf16": float(autocast),

@@ -64,8 +64,13 @@ def make_reference(model_dir: str, engine, train_cfg, world_size: int):
 
     Same dtype: a bf16 policy against an fp32 reference would show a KL at step 0 that is only
     rounding. Same sharding: ZeRO-3 exists for models that do not fit one device, twice over.
+    A LoRA policy's reference is its own module with the adapters switched off: no second copy.
     """
     from paretorl.models.build import load_policy
+    from paretorl.models.lora import is_lora_model
+
+    if is_lora_model(engine.module):
+        return AdaptersOff(engine.module)
 
     dtype = next(engine.module.parameters()).dtype
     ref, _ = load_policy(model_dir, dtype=dtype)
@@ -124,6 +129,44 @@ def _bf16_speedup(model, rows: int = 8, width: int = 64, repeats: int = 3) -> fl
             times[bf16].append(once(bf16))
     model.zero_grad(set_to_none=True)
     return sorted(times[False])[repeats // 2] / sorted(times[True])[repeats // 2]
+
+
+class AdaptersOff:
+    """The base policy inside a LoRA policy: the same module, its adapters switched off for each
+    decoder call (PEFT's `disable_adapter`). What `response_logprobs` needs of a model."""
+
+    def __init__(self, peft_model):
+        self._model = peft_model
+        self.device = next(peft_model.parameters()).device
+
+    def get_output_embeddings(self):
+        return self._model.get_output_embeddings()
+
+    def get_decoder(self):
+        decoder = self._model.get_decoder()
+
+        def run(**inputs):
+            with self._model.disable_adapter():
+                return decoder(**inputs)
+
+        return run
+
+
+def published_weights(model, rank: int = 0):
+    """What the rollout replicas need of the learner's policy, on rank 0 (None elsewhere): a LoRA
+    policy's `Adapter` (its adapter tensors only), else the full weights (`gathered_state_dict`)."""
+    from paretorl.models.lora import adapter_of, is_lora_model
+
+    if is_lora_model(model):
+        return adapter_of(model) if rank == 0 else None
+    return gathered_state_dict(model, rank)
+
+
+def weights_nbytes(weights) -> int:
+    """Bytes of published weights (`rollout/sync_bytes`); tensors that share memory count once."""
+    tensors = weights.tensors if hasattr(weights, "tensors") else weights
+    seen = {(t.data_ptr(), t.numel(), t.dtype): t.numel() * t.element_size() for t in tensors.values()}
+    return sum(seen.values())
 
 
 def gathered_state_dict(model, rank: int = 0) -> dict[str, torch.Tensor] | None:

@@ -59,13 +59,20 @@ def save_base_policy(model, tokenizer, out_dir: Path, meta: dict) -> Path:
 
 def load_policy(model_dir: str | Path, dtype=None):
     """(model, tokenizer) from an HF directory, local or on object storage (s3://...: copied to
-    this node first); never unpickles (safetensors only)."""
+    this node first); never unpickles (safetensors only).
+
+    A LoRA checkpoint (a PEFT adapter folder) loads as its base policy with the adapter merged in:
+    the policy it samples like. The learner, which trains the adapters, loads them unmerged.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from paretorl import storage
+    from paretorl.models.lora import is_adapter_dir
 
     model_dir = storage.local_copy(model_dir)
+    if is_adapter_dir(model_dir):
+        return _merged_adapter(model_dir, dtype)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32, use_safetensors=True)
@@ -76,3 +83,20 @@ def load_policy(model_dir: str | Path, dtype=None):
             f"but the model's vocabulary has {model.config.vocab_size}"
         )
     return model, tokenizer
+
+
+def _merged_adapter(adapter_dir: Path, dtype=None):
+    """(model, tokenizer): the adapter's base policy with the adapter merged (PEFT's merge_and_unload)."""
+    from paretorl.models.lora import Adapter, load_adapters
+
+    base = Adapter.load(adapter_dir).base
+    if not base:
+        raise ValueError(f"{adapter_dir} is a LoRA adapter without base_model_name_or_path in adapter_config.json: its base policy is unknown")
+    model, tokenizer = load_policy(base, dtype)
+    return load_adapters(model, adapter_dir, trainable=False).merge_and_unload(), tokenizer
+
+
+def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
+    """A LoRA checkpoint as a full HF model folder (for vLLM, transformers or another tool)."""
+    model, tokenizer = load_policy(adapter_dir)
+    return save_policy(model, tokenizer, out_dir)

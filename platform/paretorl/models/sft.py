@@ -31,7 +31,7 @@ def cache_key(task, task_cfg, model_cfg, sft_cfg, init: str | None = None) -> st
             "v": CACHE_VERSION,
             "task": task_cfg.model_dump(),
             "source": hashlib.sha256(source.encode()).hexdigest(),
-            "model": model_cfg.model_dump(),
+            "model": model_cfg.base_dump(),  # LoRA settings shape trials, not the base
             "sft": sft_cfg.model_dump(),
             **({"init": init} if init else {}),
         },

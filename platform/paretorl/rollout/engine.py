@@ -72,6 +72,7 @@ class EmbeddedEngine:
         pad_token_id: int,
         dtype: str = "bfloat16",
         threads: int | None = None,
+        keep_base: bool = False,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -90,22 +91,27 @@ class EmbeddedEngine:
         self._lock = threading.Lock()  # a Serve replica may call from several threads
         rotary = files.rotary if files else copy.deepcopy(model.model.rotary_emb)  # RoPE exactly as HF computes it
         self._decoder = Decoder(shape, rotary, DTYPES[dtype])
-        self.load_state_dict(files.state_dict if files else model.state_dict())
+        base = files.state_dict if files else model.state_dict()
+        # A LoRA policy's adapters are merged into the base's own weights (fp32), not into the
+        # engine's packed copy: each version is exactly base + its adapter, in any order.
+        self._base = base if keep_base else None
+        self.load_state_dict(base)
 
     @classmethod
-    def from_dir(cls, model_dir: str | os.PathLike, *, dtype: str = "bfloat16", threads: int | None = None) -> EmbeddedEngine:
+    def from_dir(cls, model_dir: str | os.PathLike, *, dtype: str = "bfloat16", threads: int | None = None, keep_base: bool = False) -> EmbeddedEngine:
         """The engine on a saved policy (a local HF directory), stopping at its tokenizer's EOS.
 
         A llama policy with plain RoPE is read from its files (`policy_files`): transformers is not
-        imported. Any other goes through transformers' model and tokenizer.
+        imported. Any other goes through transformers' model and tokenizer. `keep_base`: keep the
+        policy's weights to merge LoRA adapters into (`load_weights` with an `Adapter`).
         """
         files = read_policy_files(model_dir)
         if files is not None:
-            return cls(files, eos_token_id=files.eos_token_id, pad_token_id=files.pad_token_id, dtype=dtype, threads=threads)
+            return cls(files, eos_token_id=files.eos_token_id, pad_token_id=files.pad_token_id, dtype=dtype, threads=threads, keep_base=keep_base)
         from paretorl.models.build import load_policy
 
         model, tokenizer = load_policy(model_dir)
-        return cls(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=dtype, threads=threads)
+        return cls(model, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=dtype, threads=threads, keep_base=keep_base)
 
     @property
     def vocab_size(self) -> int:
@@ -115,6 +121,25 @@ class EmbeddedEngine:
         """Replace the weights (HF parameter names, any dtype; copied and cast to the engine dtype)."""
         with self._lock, torch.inference_mode():
             self._decoder.load(state_dict)
+
+    def load_weights(self, weights) -> None:
+        """A published policy version: full weights (a state dict), or a LoRA `Adapter` on the base.
+
+        An adapter is merged into the base's fp32 weights (W + scale * B @ A, PEFT's merge), then
+        packed like full weights: one merge per version, nothing extra per token. (A separate
+        low-rank path would cost two thin matmuls per adapted layer at every decode step, and the
+        decode step is memory-bound here: merging is the cheaper choice for a sampler.)
+        """
+        from paretorl.models.lora import Adapter, merged_state_dict
+
+        if not isinstance(weights, Adapter):
+            self.load_state_dict(weights)
+            return
+        if self._base is None:
+            raise ValueError("this engine was built without keep_base=True: it cannot apply a LoRA adapter")
+        with torch.inference_mode():
+            merged = merged_state_dict(self._base, weights)
+        self.load_state_dict(merged)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> Rollouts:
         """n samples for each prompt (token ids), as `Rollouts` rows g*n .. g*n+n-1 for prompt g.

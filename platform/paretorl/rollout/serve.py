@@ -13,16 +13,34 @@ from paretorl.rollout.types import Rollouts, SamplingParams
 logger = logging.getLogger(__name__)
 
 
-def make_engine(cfg, model_dir: str):
-    """The rollout engine `cfg.engine` names (cfg: paretorl.config.RolloutConfig), on the base policy
-    (a local folder or an object-store URI, copied to this node first)."""
-    from paretorl import storage
+def make_engine(cfg, model_dir: str, lora: dict | None = None):
+    """The rollout engine `cfg.engine` names (cfg: paretorl.config.RolloutConfig), on a policy (a
+    local folder or an object-store URI, copied to this node first).
 
-    model_dir = str(storage.local_copy(model_dir))
+    `lora` (paretorl.config.LoraSettings as a dict, or None): the engine will be sent adapters of
+    that rank for the policy in `model_dir`. A LoRA checkpoint as `model_dir` (a PEFT adapter
+    folder) starts the engine on its base, with that adapter applied.
+    """
+    from paretorl import storage
+    from paretorl.models.lora import Adapter, is_adapter_dir
+
+    model_dir = storage.local_copy(model_dir)
+    adapter = None
+    if is_adapter_dir(model_dir):
+        adapter = Adapter.load(model_dir)
+        lora = {"rank": adapter.rank, "targets": list(adapter.config["target_modules"])}
+        model_dir = storage.local_copy(adapter.base)
+    engine = _engine(cfg, str(model_dir), lora)
+    if adapter is not None:
+        engine.load_weights(adapter)
+    return engine
+
+
+def _engine(cfg, model_dir: str, lora: dict | None):
     if cfg.engine == "embedded":
         from paretorl.rollout.engine import EmbeddedEngine
 
-        return EmbeddedEngine.from_dir(model_dir, dtype=cfg.dtype, threads=cfg.threads)
+        return EmbeddedEngine.from_dir(model_dir, dtype=cfg.dtype, threads=cfg.threads, keep_base=lora is not None)
     if cfg.engine == "vllm":
         from transformers import AutoTokenizer
 
@@ -31,7 +49,7 @@ def make_engine(cfg, model_dir: str):
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         return VLLMEngine(
             model_dir, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, dtype=cfg.dtype,
-            threads=cfg.threads, vllm=cfg.vllm.model_dump(),
+            threads=cfg.threads, vllm=cfg.vllm.model_dump(), lora=lora,
         )
     raise ValueError(f"unknown rollout engine {cfg.engine!r}")
 
@@ -43,12 +61,12 @@ class RolloutServer:
     an autoscaled addition, and pulls whatever version its first request names.
     """
 
-    def __init__(self, model_dir: str, registry_name: str, rollout: dict):
+    def __init__(self, model_dir: str, registry_name: str, rollout: dict, lora: dict | None = None):
         from ray import serve
 
         from paretorl.config import RolloutConfig
 
-        self._engine = make_engine(RolloutConfig.model_validate(rollout), model_dir)
+        self._engine = make_engine(RolloutConfig.model_validate(rollout), model_dir, lora)
         self._registry_name = registry_name
         self._version = 0  # the base policy in model_dir
         self._lock = threading.Lock()
@@ -56,7 +74,7 @@ class RolloutServer:
 
     def _sync(self, version: int) -> float:
         started = time.perf_counter()
-        self._engine.load_state_dict(fetch(self._registry_name, version))
+        self._engine.load_weights(fetch(self._registry_name, version))  # full weights, or a LoRA trial's adapter
         self._version = version
         return time.perf_counter() - started
 
@@ -75,10 +93,11 @@ class RolloutServer:
         return self._version
 
 
-def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, accelerator: str = "GPU"):
+def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, accelerator: str = "GPU", lora: dict | None = None):
     """Deploy the trial's rollout application (no HTTP route) and return its handle.
 
     Each replica takes `cfg.num_gpus` of `accelerator` (resources.accelerator: GPU or a custom resource).
+    `lora`: the trial's LoRA settings (a dict) when it publishes adapters, else None.
     """
     from ray import serve
 
@@ -91,7 +110,7 @@ def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, ac
         options["autoscaling_config"] = cfg.autoscaling
     else:
         options["num_replicas"] = cfg.replicas
-    app = serve.deployment(RolloutServer, **options).bind(str(model_dir), registry_name, cfg.model_dump())
+    app = serve.deployment(RolloutServer, **options).bind(str(model_dir), registry_name, cfg.model_dump(), lora)
     try:
         return serve.run(app, name=app_name, route_prefix=None)
     except RuntimeError as e:  # Serve says only "Failed to update the deployments ['rollout']"

@@ -24,11 +24,12 @@ from pathlib import Path
 
 from paretorl import storage
 from paretorl.config import TrialConfig
-from paretorl.sweep.space import PREPARED_SECTIONS, SearchSpace
+from paretorl.sweep.space import SearchSpace, shapes_base
 
 
 def swept_base_keys(space: SearchSpace) -> list[str]:
-    return sorted(k for k in space.params if k.split(".", 1)[0] in PREPARED_SECTIONS)
+    """Swept keys that shape the base policy or the data; model.lora.* shape only the trial."""
+    return sorted(k for k in space.params if shapes_base(k))
 
 
 def _digest(obj) -> str:
@@ -42,7 +43,7 @@ def task_key(cfg: TrialConfig) -> str:
 
 def setting_key(cfg: TrialConfig) -> str:
     """Names a distinct (model, sft, task) setting (its base policy and splits)."""
-    return _digest([cfg.task.model_dump(), cfg.model.model_dump(), cfg.sft.model_dump()])
+    return _digest([cfg.task.model_dump(), cfg.model.base_dump(), cfg.sft.model_dump()])
 
 
 def reference_config(space: SearchSpace, task_spec: str) -> TrialConfig:

@@ -75,6 +75,9 @@ def _candidates(base: dict, eval_front: list[dict]) -> list[dict]:
     return [base, *(p for p in eval_front if p is not base and p.get("trial") != "base")]
 
 
+POLICY_FILES = ("config.json", "adapter_config.json")  # a full model's folder, or a LoRA checkpoint's
+
+
 def _sample(prep, ref, point: dict, is_base: bool, evaluate, log):
     """The point's test samples, or None (logged) when its checkpoint is gone."""
     from paretorl.sweep.bases import task_key
@@ -83,7 +86,7 @@ def _sample(prep, ref, point: dict, is_base: bool, evaluate, log):
     # the base: the reference setting; a checkpoint: its trial's setting (and so its own test split)
     cfg = ref if is_base else prep.space.trial_config({k: point[k] for k in prep.space.params if k in point}, {"task": {"name": prep.task_spec}})
     model_dir = prep.shared["base_model"] if is_base else point.get("checkpoint")  # a folder or an s3:// URI
-    if not model_dir or not storage.exists(storage.join(model_dir, "config.json")):
+    if not model_dir or not any(storage.exists(storage.join(model_dir, f)) for f in POLICY_FILES):
         log(f"[yellow]warning:[/yellow] trial {point['trial']} step {point['step']}: no checkpoint at {model_dir}; left out of the test front")
         return None
     rows = read_rows(prep.test_splits[task_key(cfg)])

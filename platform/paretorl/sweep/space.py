@@ -178,6 +178,12 @@ def load_space(path: str | Path, overrides: dict | None = None) -> SearchSpace:
 PREPARED_SECTIONS = ("model", "sft", "task")
 
 
+def shapes_base(key: str) -> bool:
+    """Whether a swept key shapes the base policy or the data; model.lora.* shape only the trial
+    (one base, adapters of any rank on it)."""
+    return key.split(".", 1)[0] in PREPARED_SECTIONS and not key.startswith("model.lora.")
+
+
 def unpreparable(key: str, spec: ParamSpec) -> str | None:
     """Why a space may not sweep `key` (None if it may)."""
     section = key.split(".", 1)[0]
@@ -186,7 +192,7 @@ def unpreparable(key: str, spec: ParamSpec) -> str | None:
     if section == "eval":
         return ("eval.* decides how every checkpoint is measured (selection on eval, the report on test); "
                 "points measured differently cannot share a front: set it under `trial:` instead")
-    if section in PREPARED_SECTIONS and spec.type != "categorical":
+    if shapes_base(key) and spec.type != "categorical":
         return (f"a {spec.type} range cannot be prepared ahead: each value of a {section}.* key needs its own "
                 f"{'splits' if section == 'task' else 'base policy'}, built before Ray starts; "
                 "list the values instead: {type: categorical, choices: [...]}")

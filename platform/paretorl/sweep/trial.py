@@ -136,7 +136,8 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     registry = create_registry(registry_name)
     # The rollout app deploys while Ray Train starts the learner (each takes seconds: processes,
     # imports, the model); the learner waits for it only when it needs it (connect_when_running).
-    deploying = in_background(start_rollout_app, app_name, paths["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator)
+    lora = cfg.model.lora.model_dump() if cfg.model.lora.rank else None  # replicas are sent adapters of this rank
+    deploying = in_background(start_rollout_app, app_name, paths["base_model"], registry_name, cfg.rollout, cfg.resources.accelerator, lora)
     # TorchTrainer passes RAY_TRAIN_* variables of this process on to its controller and workers
     os.environ[REPORT_POLL_ENV] = str(cfg.resources.report_poll_s)
     use_gpu, per_worker = learner_resources(cfg)
