@@ -102,6 +102,11 @@ def _default(info) -> str:
     return f"`{value!r}`"
 
 
+def _anchor(root: str, path: str) -> str:
+    """`rollout.vllm` in the trial config -> trial-config-rollout-vllm"""
+    return f"{root}-{path.replace('.<name>', '').replace('.', '-')}"
+
+
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
@@ -125,11 +130,13 @@ def render() -> str:
             docs.setdefault(head, (owner.__dict__.get("__doc__") or "").strip() if head else "")
             limits = _constraints(info)
             kind = _type(info.annotation) + (f", {limits}" if limits else "")
+            if _models_in(info.annotation):  # the section's own table, further down
+                kind = kind.replace("section", f"[section](#{_anchor(anchor, path)})", 1)
             sections.setdefault(head, []).append(
                 f"| `{path}` | {kind} | {_cell(_default(info))} | {_cell(info.description or '')} |"
             )
         for head, rows in sections.items():
-            lines += ["", f"### `{head}`" if head else f"### {title}: top level", ""]
+            lines += ["", f"### `{head}` {{#{_anchor(anchor, head)}}}" if head else f"### {title}: top level", ""]
             if docs[head]:
                 lines += [_cell(docs[head]), ""]
             lines += ["| key | type | default | description |", "|---|---|---|---|", *rows]
