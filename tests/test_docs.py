@@ -42,6 +42,13 @@ def test_readme_is_a_landing_page():
     assert first_block[1].startswith("bash scripts/install.sh && .venv/bin/python -m pytest -q tests ")
 
 
+def test_readme_links_resolve():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = {link.split("#", 1)[0] for link in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in link}
+    missing = sorted(t for t in targets if t and not (ROOT / t).exists())
+    assert not missing, f"README links to files that do not exist: {missing}"
+
+
 def test_history_is_not_in_the_docs():
     offending = [
         f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
