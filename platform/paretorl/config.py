@@ -27,7 +27,7 @@ class TaskConfig(_Strict):
     n_train: int = Field(2000, gt=0, description="training prompts generated")
     n_eval: int = Field(64, gt=0, description="held-out prompts generated for selection (the eval split: Optuna, the eval front)")
     n_test: int = Field(256, gt=0, description="held-out prompts for the final report only (the test split: never seen by anything that selects)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the task's prompt generation (all three splits)")
 
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # = models.lora.LLAMA_LINEARS
@@ -62,10 +62,10 @@ class ModelConfig(_Strict):
         "(smollm2-135m-instruct), a .gguf file or an HF directory; the size fields below are then ignored",
     )
     vocab_size: int = Field(320, ge=260, description="BPE vocabulary (byte-level, so >= 256 + specials)")
-    hidden_size: int = Field(128, gt=0)
-    num_layers: int = Field(2, gt=0)
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(384, gt=0)
+    hidden_size: int = Field(128, gt=0, description="width of the tiny model")
+    num_layers: int = Field(2, gt=0, description="decoder layers of the tiny model")
+    num_heads: int = Field(4, gt=0, description="attention heads of the tiny model (must divide hidden_size)")
+    intermediate_size: int = Field(384, gt=0, description="MLP width of the tiny model")
     max_len: int = Field(192, gt=8, description="prompt + response tokens (tiny model)")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapters (rank 0: full fine-tune)")
 
@@ -93,11 +93,11 @@ class ModelConfig(_Strict):
 class SFTConfig(_Strict):
     """Warm start: supervised training on the task's demonstrations (cached by content)."""
 
-    steps: int = Field(600, ge=0)
-    batch_size: int = Field(64, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    steps: int = Field(600, ge=0, description="SFT optimizer steps (0: no warm start)")
+    batch_size: int = Field(64, gt=0, description="demonstrations per SFT step")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate of SFT")
     n_demos: int = Field(6000, gt=0, description="demonstrations sampled from the training split")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the demonstrations and of SFT's initialisation and batches")
     on_pretrained: bool = Field(False, description="with model.pretrained, fine-tune it on demonstrations before RL (default: RL starts from it)")
 
 
@@ -116,11 +116,11 @@ class RolloutConfig(_Strict):
     autoscaling: dict[str, Any] | None = Field(
         None, description="Serve autoscaling_config (min_replicas, max_replicas, target_ongoing_requests); overrides replicas"
     )
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    dtype: Literal["bfloat16", "float32"] = Field("bfloat16", description="weights and activations of the rollout engine (the learner keeps its own)")
     threads: int = Field(1, ge=1, description="torch threads in each replica")
     num_cpus: float = Field(0.4, ge=0, description="Ray CPUs reserved per replica (logical: two trials share 2 cores)")
-    num_gpus: float = Field(0.0, ge=0)
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs (or resources.accelerator units) reserved per replica")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="settings of the vLLM engine")
 
     @field_validator("engine")
     @classmethod
@@ -156,7 +156,7 @@ class AlgoConfig(_Strict):
     )
     kl_placement: str = Field("reward", description=f"one of {KL_PLACEMENTS}: a detached per-token reward, or a differentiated loss term")
     aggregation: str = Field("token_mean", description=f"loss aggregation, one of {AGGREGATIONS}")
-    clip_eps: float = Field(0.2, gt=0.0)
+    clip_eps: float = Field(0.2, gt=0.0, description="PPO ratio clip epsilon of the policy loss")
 
     @model_validator(mode="before")
     @classmethod
@@ -200,26 +200,26 @@ class AlgoConfig(_Strict):
 
 class TrainConfig(_Strict):
     steps: int = Field(12, gt=0, description="RL iterations (rollout -> update)")
-    prompts_per_step: int = Field(16, gt=0)
+    prompts_per_step: int = Field(16, gt=0, description="prompts per RL step (the global batch, split over learner workers)")
     samples_per_prompt: int = Field(8, ge=2, description="group size n (>= 2: a group needs a baseline)")
     updates_per_step: int = Field(1, ge=1, description="optimizer steps per iteration (mini-batches)")
     micro_batch_size: int = Field(
         32, gt=0, description="sequences per forward/backward; on a CPU small micro-batches keep activations in cache (the default model updates ~15% faster at 16-32 than at 64)"
     )
     lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the RL update")
-    max_new_tokens: int = Field(64, gt=0)
-    temperature: float = Field(1.0, gt=0.0)
-    zero_stage: int = Field(2, ge=0, le=3)
+    max_new_tokens: int = Field(64, gt=0, description="token limit of a training rollout (a response cut there counts as wrong)")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of training rollouts")
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (0-3)")
     bf16: bool = Field(False, description="bf16 weights with DeepSpeed's mixed precision (GPU learners)")
     autocast: Literal["auto", "bf16", "off"] = Field(
         "auto", description="CPU learners with fp32 weights: bf16 autocast for forward and backward (fp32 master weights and "
         "optimizer state); auto = only where it measures faster on this CPU and model, at trial start",
     )
     activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, ~30% more compute (large models, ZeRO-3)")
-    grad_clip: float = Field(1.0, gt=0.0)
+    grad_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip of the RL update")
     torch_threads: int = Field(1, ge=1, description="torch threads in each learner worker")
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every C steps (and at every evaluation): a retried trial re-runs at most C-1 steps")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the learner, the prompt stream and the evaluations' sampling")
 
     @model_validator(mode="after")
     def _divisible(self):
@@ -235,15 +235,15 @@ class EvalConfig(_Strict):
     every: int = Field(4, gt=0, description="evaluate every E RL steps (and after the last)")
     n_prompts: int = Field(64, gt=0, description="held-out prompts evaluated")
     n_samples: int = Field(8, gt=0, description="samples per prompt; pass@k for k = 1, 2, 4, ..., n")
-    temperature: float = Field(1.0, gt=0.0)
-    max_new_tokens: int = Field(64, gt=0)
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of evaluations")
+    max_new_tokens: int = Field(64, gt=0, description="token limit of an evaluation response (a response cut there counts as wrong)")
     test_samples: int = Field(16, gt=0, description="samples per test prompt when the sweep's end re-evaluates the front on the test split (>= the objective's k)")
 
 
 class ResourcesConfig(_Strict):
-    learner_workers: int = Field(1, ge=1)
+    learner_workers: int = Field(1, ge=1, description="Ray Train workers of the learner (data parallel)")
     learner_cpus: float = Field(0.4, ge=0, description="Ray CPUs per learner worker")
-    learner_gpus: float = Field(0.0, ge=0)
+    learner_gpus: float = Field(0.0, ge=0, description="GPUs (or resources.accelerator units) per learner worker")
     report_poll_s: float = Field(
         0.1, gt=0, le=10, description="how often Ray Train's controller collects the learner's reports (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): "
         "each ray.train.report waits until it is collected, so Ray's default of 2 s made every RL step of a small trial last 2 s",
@@ -271,15 +271,15 @@ class FaultConfig(_Strict):
 
 
 class TrialConfig(_Strict):
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    sft: SFTConfig = Field(default_factory=SFTConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    algo: AlgoConfig = Field(default_factory=AlgoConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    faults: FaultConfig = Field(default_factory=FaultConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig, description="the task: prompts, verifier, split sizes")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the policy's architecture, or a pretrained model")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="the supervised warm start")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="the rollout engine and its Serve replicas")
+    algo: AlgoConfig = Field(default_factory=AlgoConfig, description="the RL math: advantage estimator, normalisation, aggregation, KL")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the RL loop: steps, batch, optimizer, learner precision")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="held-out evaluation: how often, how many prompts and samples")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Ray resources of the learner and how Ray Train runs it")
+    faults: FaultConfig = Field(default_factory=FaultConfig, description="fault injection (tests only)")
 
     @model_validator(mode="after")
     def _global_batch(self):

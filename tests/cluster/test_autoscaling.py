@@ -5,7 +5,7 @@ One run shows: workers are launched when trials ask for them; the trials' learne
 the base policy's evaluation replica too;
 `max_concurrent: auto` follows the declared capacity; a worker node lost mid-trial (its raylet
 killed) costs the trials on it a retry from their checkpoints, with no gap and no repeat in MLflow;
-idle workers are terminated after the sweep. It prints the measured times (README figures).
+idle workers are terminated after the sweep. It prints the measured times (the figures in docs/clusters.md).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def logged_steps(db) -> dict[str, list[int]]:
 
 
 def step_times(db, submitted: float, killed: float) -> dict[str, float]:
-    """For the README: submission -> the first learner step on a launched worker (MLflow's record of
+    """For docs/clusters.md: submission -> the first learner step on a launched worker (MLflow's record of
     step 1), and node killed -> the first step a retried learner logged."""
     client, _, children = mlflow_runs(db)
     first = min(m.timestamp for c in children for m in client.get_metric_history(c.info.run_id, "train/reward_mean") if m.step == 1)

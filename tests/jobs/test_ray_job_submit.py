@@ -34,7 +34,7 @@ def ray_head(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     gcs, dashboard = free_port(), free_port()
     env = env_with_venv()
-    env["RAY_AUTH_MODE"] = "disabled"  # a private single-machine test cluster; see the README for token auth
+    env["RAY_AUTH_MODE"] = "disabled"  # a private single-machine test cluster; see docs/clusters.md for token auth
     temp_dir = Path("/tmp") / f"ray-test-{os.getpid()}-{gcs}"  # short: Ray's socket paths have a length limit
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",

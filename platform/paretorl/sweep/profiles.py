@@ -39,10 +39,10 @@ class Tracking(BaseModel):
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: str = ""
-    trial: dict[str, Any] = Field(default_factory=dict)
-    budget: dict[str, Any] = Field(default_factory=dict)
-    tracking: Tracking = Field(default_factory=Tracking)
+    description: str = Field("", description="one line saying what machine the profile is for")
+    trial: dict[str, Any] = Field(default_factory=dict, description="trial-config fields set for every trial (as a space file's trial:)")
+    budget: dict[str, Any] = Field(default_factory=dict, description="budget fields (as a space file's budget:)")
+    tracking: Tracking = Field(default_factory=Tracking, description="the MLflow tracking server and artifact store")
 
 
 def available() -> list[str]:

@@ -31,11 +31,11 @@ class _Strict(BaseModel):
 
 
 class ParamSpec(_Strict):
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: list[Any] | None = None
+    type: Literal["float", "int", "categorical"] = Field(description="float or int range, or a list of choices")
+    low: float | None = Field(None, description="lower bound of a float or int range")
+    high: float | None = Field(None, description="upper bound of a float or int range (> low)")
+    log: bool = Field(False, description="sample the range on a log scale (needs low > 0)")
+    choices: list[Any] | None = Field(None, description="the values of a categorical parameter")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -93,14 +93,14 @@ class Objectives(_Strict):
 
 class SearchSpace(_Strict):
     task: str | None = Field(None, description="task name or 'file.py:Class' (the --task flag overrides it)")
-    objectives: Objectives = Field(default_factory=Objectives)
-    budget: Budget = Field(default_factory=Budget)
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    seed: int = 0
+    objectives: Objectives = Field(default_factory=Objectives, description="what the sweep maximises (pass@k) and minimises (mean tokens)")
+    budget: Budget = Field(default_factory=Budget, description="how many trials, how many at once, how much CPU")
+    sampler: Literal["tpe", "nsga2", "random"] = Field("tpe", description="Optuna sampler: multi-objective TPE, NSGA-II, or random search")
+    seed: int = Field(0, description="seed of Optuna's sampler")
     scheduler: SchedulerSpec = Field(default_factory=FIFOSpec, description="fifo | moasha (early stopping at rungs; sweep/stopping.py)")
-    hypervolume: HypervolumeSpec = Field(default_factory=HypervolumeSpec)
-    params: dict[str, ParamSpec]
-    initial_points: list[dict[str, Any]] = Field(default_factory=list)
+    hypervolume: HypervolumeSpec = Field(default_factory=HypervolumeSpec, description="reference point of the sweep/hypervolume trace")
+    params: dict[str, ParamSpec] = Field(description="the searched parameters, keyed by dotted trial-config path (e.g. algo.alpha)")
+    initial_points: list[dict[str, Any]] = Field(default_factory=list, description="points (dotted path -> value, every params key) evaluated first; they count as the sampler's startup trials")
     trial: dict[str, Any] = Field(default_factory=dict, description="fixed TrialConfig fields for every trial")
 
     @property

@@ -28,11 +28,11 @@ class _Strict(BaseModel):
 
 
 class FIFOSpec(_Strict):
-    type: Literal["fifo"] = "fifo"
+    type: Literal["fifo"] = Field("fifo", description="fifo: every trial runs all its steps (the default)")
 
 
 class MOASHASpec(_Strict):
-    type: Literal["moasha"]
+    type: Literal["moasha"] = Field(description="moasha: multi-objective asynchronous successive halving (stops trials at rungs)")
     grace_steps: int = Field(4, gt=0, description="first rung: a trial is ranked at its first evaluation at or after this step")
     reduction_factor: float = Field(3.0, gt=1, description="eta: rungs at grace_steps * eta^i; the top 1/eta at a rung continue")
     tie_break: Literal["epsilon_net", "crowding"] = Field("epsilon_net", description="order inside a non-dominated front")
@@ -47,7 +47,7 @@ class ReferencePoint(_Strict):
 
 
 class HypervolumeSpec(_Strict):
-    reference: ReferencePoint = Field(default_factory=ReferencePoint)
+    reference: ReferencePoint = Field(default_factory=ReferencePoint, description="the reference point (the worst corner that counts)")
 
 
 def check_scheduler(space, base_cfg) -> str | None:
