@@ -12,7 +12,7 @@ from paretorl.sweep.bases import (
     task_key,
     trial_paths,
 )
-from paretorl.sweep.space import load_space
+from paretorl.search.space import load_space
 
 from tests.conftest import COIN_TASK, ROOT
 

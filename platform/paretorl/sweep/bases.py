@@ -24,7 +24,7 @@ from pathlib import Path
 
 from paretorl import storage
 from paretorl.config import TrialConfig
-from paretorl.sweep.space import PREPARED_SECTIONS, SearchSpace
+from paretorl.search.space import PREPARED_SECTIONS, SearchSpace
 
 
 def swept_base_keys(space: SearchSpace) -> list[str]:

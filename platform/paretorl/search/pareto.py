@@ -68,7 +68,7 @@ def _label(p: dict) -> str:
 def _plot_html(points, front, maximize, minimize, path: Path) -> None:
     import plotly.graph_objects as go
 
-    from paretorl.sweep.figure_html import write_figure_html
+    from paretorl.report.figure_html import write_figure_html
 
     fig = go.Figure()
     fig.add_trace(

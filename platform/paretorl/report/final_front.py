@@ -27,8 +27,8 @@ from paretorl.evaluate.cutoff import (
 from paretorl.evaluate.intervals import TEST_COLUMNS, interval_summary
 from paretorl.evaluate.on_test import evaluate_on_test
 from paretorl.sweep.bases import reference_config
-from paretorl.sweep.figure_html import write_figure_html
-from paretorl.sweep.pareto import pareto_front, write_points_csv
+from paretorl.report.figure_html import write_figure_html
+from paretorl.search.pareto import pareto_front, write_points_csv
 
 TEST_SEED_OFFSET = 7_919  # test sampling seed = the reference train.seed + this, for every checkpoint
 
@@ -93,7 +93,7 @@ def _sample(prep, ref, point: dict, is_base: bool, evaluate, log):
 
 def write_final_front(points: list[dict], front: list[dict], base: dict, cutoff: list[dict], metrics: tuple[str, str], out_dir: Path) -> dict[str, Path]:
     """pareto_front.csv (every checkpoint; on_front = on the test front), .html, .png, and cutoff_front.csv."""
-    from paretorl.sweep.front_plots import front_figure, front_png
+    from paretorl.report.front_plots import front_figure, front_png
 
     maximize, minimize = metrics
     out_dir.mkdir(parents=True, exist_ok=True)

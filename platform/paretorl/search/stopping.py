@@ -2,7 +2,7 @@
 `scheduler:` and `hypervolume:` sections, and the Tune pieces they become.
 
     scheduler: {type: fifo}                                          # every trial runs to its last step (default)
-    scheduler: {type: moasha, grace_steps: 4, reduction_factor: 3}   # Pareto-aware early stopping (sweep/moasha.py)
+    scheduler: {type: moasha, grace_steps: 4, reduction_factor: 3}   # Pareto-aware early stopping (search/moasha.py)
     hypervolume: {reference: {pass_k: 0.0, tokens: 64}}              # default tokens: eval.max_new_tokens
 
 The settings validate without Ray; `tune_extras` (called by sweep/run.py) imports it.
@@ -87,7 +87,7 @@ class EndTags:
         return {STOPPED_TAG: f"rung-{rung}"} if rung is not None else {}
 
     def sweep_end(self, trial_id: str) -> dict[str, str] | None:
-        from paretorl.sweep.hypervolume import read_trace
+        from paretorl.search.hypervolume import read_trace
 
         if self.cpu_budget and read_trace(self.trace)["cpu_seconds"] >= self.cpu_budget:
             return {STOPPED_TAG: "budget"}
@@ -105,8 +105,8 @@ class TuneExtras:
 
 
 def tune_extras(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, base_eval: dict | None = None) -> TuneExtras:
-    from paretorl.sweep.hypervolume import CpuBudget, HypervolumeTrace, trial_cpus
-    from paretorl.sweep.moasha import MOASHA
+    from paretorl.search.hypervolume import CpuBudget, HypervolumeTrace, trial_cpus
+    from paretorl.search.moasha import MOASHA
     from paretorl.sweep.trial import ReleaseTrialApps
 
     cfg = space.trial_config({})
@@ -129,7 +129,7 @@ def tune_extras(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, b
 
 def log_test_front_hypervolume(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, test_front: list[dict]) -> float:
     """`sweep/test_hypervolume` of the reported (test) front on the parent run, at the sweep's final CPU-seconds."""
-    from paretorl.sweep.hypervolume import log_test_hypervolume, read_trace
+    from paretorl.search.hypervolume import log_test_hypervolume, read_trace
 
     points = [(p["test_pass_at_k"], p["test_mean_tokens"]) for p in test_front]
     cpu = read_trace(storage.join(sweep_dir, TRACE_FILE))["cpu_seconds"]
