@@ -70,7 +70,7 @@ def test_moasha_refuses_a_space_that_sweeps_the_step_budget(tmp_path):
 def test_tune_extras_build_the_scheduler_the_trace_and_the_budget(tmp_path):
     from paretorl.search.hypervolume import CpuBudget, HypervolumeTrace
     from paretorl.search.moasha import MOASHA
-    from paretorl.search.stopping import tune_extras
+    from paretorl.sweep.tune_extras import tune_extras
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     fifo = tune_extras(load_space(space_file(tmp_path)), tmp_path / "a", uri, "parent")

@@ -177,9 +177,10 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from paretorl.search.space import optuna_search, search_plan
     from paretorl.report.console import stop_progress
     from paretorl.report.mlflow_view import space_markdown
-    from paretorl.search.stopping import log_test_front_hypervolume, tune_extras
+    from paretorl.search.stopping import log_test_front_hypervolume
     from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
+    from paretorl.sweep.tune_extras import tune_extras
 
     space = prep.space
     maximize, minimize = space.metrics
