@@ -197,7 +197,7 @@ def test_hypervolume(db: Path, run_name: str) -> float | None:
     its MLflow parent run; None where the sweep logged none."""
     from mlflow.tracking import MlflowClient
 
-    from paretorl.search.hypervolume import TEST_HV_METRIC
+    from paretorl.report.search_progress import TEST_HV_METRIC
 
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name(EXPERIMENT)

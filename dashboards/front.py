@@ -116,7 +116,8 @@ def main(argv=None) -> int:
 
     from mlflow import MlflowClient
 
-    from paretorl.search.pareto import pareto_front, plot_coverage, write_front
+    from paretorl.report.front_files import plot_coverage, write_front
+    from paretorl.search.pareto import pareto_front
 
     client = MlflowClient(args.mlflow_uri)
     exp = client.get_experiment_by_name(args.experiment)

@@ -9,7 +9,8 @@ import pytest
 from mlflow import MlflowClient
 
 from paretorl.config import TrialConfig
-from paretorl.search.hypervolume import CpuBudget, HypervolumeTrace, hypervolume, log_test_hypervolume, read_trace, trial_cpus
+from paretorl.report.search_progress import HypervolumeTrace, log_test_hypervolume
+from paretorl.search.hypervolume import CpuBudget, hypervolume, read_trace, trial_cpus
 from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
 
 METRICS = ("eval/pass_at_4", "eval/mean_tokens")

@@ -68,7 +68,8 @@ def test_moasha_refuses_a_space_that_sweeps_the_step_budget(tmp_path):
 
 
 def test_tune_extras_build_the_scheduler_the_trace_and_the_budget(tmp_path):
-    from paretorl.search.hypervolume import CpuBudget, HypervolumeTrace
+    from paretorl.report.search_progress import HypervolumeTrace
+    from paretorl.search.hypervolume import CpuBudget
     from paretorl.search.moasha import MOASHA
     from paretorl.sweep.tune_extras import tune_extras
 

@@ -26,9 +26,10 @@ from paretorl.evaluate.cutoff import (
 )
 from paretorl.evaluate.intervals import TEST_COLUMNS, interval_summary
 from paretorl.evaluate.on_test import evaluate_on_test
-from paretorl.sweep.bases import reference_config
 from paretorl.report.figure_html import write_figure_html
-from paretorl.search.pareto import pareto_front, write_points_csv
+from paretorl.report.front_files import write_points_csv
+from paretorl.search.pareto import pareto_front
+from paretorl.search.settings import reference_config, task_key
 
 TEST_SEED_OFFSET = 7_919  # test sampling seed = the reference train.seed + this, for every checkpoint
 
@@ -77,7 +78,6 @@ def _candidates(base: dict, eval_front: list[dict]) -> list[dict]:
 
 def _sample(prep, ref, point: dict, is_base: bool, evaluate, log):
     """The point's test samples, or None (logged) when its checkpoint is gone."""
-    from paretorl.sweep.bases import task_key
     from paretorl.tasks import load_task, read_rows
 
     # the base: the reference setting; a checkpoint: its trial's setting (and so its own test split)

@@ -15,7 +15,8 @@ from ray.tune import Callback
 
 from paretorl import storage
 from paretorl.report.mlflow_view import NOTE_TAG, mark_training_experiment, sweep_note, trial_run_name
-from paretorl.search.pareto import pareto_front, plot_coverage, write_front
+from paretorl.report.front_files import plot_coverage, write_front
+from paretorl.search.pareto import pareto_front
 from paretorl.search.stopping import STOPPED_TAG
 
 LOGGED_PREFIXES = ("train/", "rollout/", "eval/")

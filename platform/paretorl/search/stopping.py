@@ -91,12 +91,3 @@ class EndTags:
         if self.cpu_budget and read_trace(self.trace)["cpu_seconds"] >= self.cpu_budget:
             return {STOPPED_TAG: "budget"}
         return None
-
-
-def log_test_front_hypervolume(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, test_front: list[dict]) -> float:
-    """`sweep/test_hypervolume` of the reported (test) front on the parent run, at the sweep's final CPU-seconds."""
-    from paretorl.search.hypervolume import log_test_hypervolume, read_trace
-
-    points = [(p["test_pass_at_k"], p["test_mean_tokens"]) for p in test_front]
-    cpu = read_trace(storage.join(sweep_dir, TRACE_FILE))["cpu_seconds"]
-    return log_test_hypervolume(tracking_uri, parent_run_id, points, reference_point(space, space.trial_config({})), cpu)

@@ -66,7 +66,7 @@ def base_evaluation(prep: Prepared) -> dict:
     GPU profile that is vLLM on a GPU worker, not the head's CPU. Needs Ray and Serve running.
     """
     from paretorl.evaluate.remote import evaluate_model_dir
-    from paretorl.sweep.bases import reference_config
+    from paretorl.search.settings import reference_config
     from paretorl.tasks import load_task, read_rows
 
     cfg = reference_config(prep.space, prep.task_spec)  # the setting of prep.shared's base policy and eval split
@@ -172,13 +172,13 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from paretorl.config import flatten
-    from paretorl.sweep.cluster import TRIAL_DRIVER_RESOURCES
-    from paretorl.report.final_front import report_on_test
-    from paretorl.search.space import optuna_search, search_plan
     from paretorl.report.console import stop_progress
+    from paretorl.report.final_front import report_on_test
     from paretorl.report.mlflow_view import space_markdown
-    from paretorl.search.stopping import log_test_front_hypervolume
+    from paretorl.report.search_progress import log_test_front_hypervolume
     from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
+    from paretorl.search.space import optuna_search, search_plan
+    from paretorl.sweep.cluster import TRIAL_DRIVER_RESOURCES
     from paretorl.sweep.trial import run_trial
     from paretorl.sweep.tune_extras import tune_extras
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from paretorl import storage
-from paretorl.search.hypervolume import CpuBudget, HypervolumeTrace, trial_cpus
+from paretorl.report.search_progress import HypervolumeTrace
+from paretorl.search.hypervolume import CpuBudget, trial_cpus
 from paretorl.search.moasha import MOASHA
 from paretorl.search.stopping import SCHEDULER_STATE, TRACE_FILE, EndTags, reference_point
 from paretorl.sweep.trial import ReleaseTrialApps
