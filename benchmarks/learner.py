@@ -63,7 +63,7 @@ def prepare_setup(name: str, cache_dir: Path, work: Path):
     """(trial config, base model dir, task, training rows) for a model, as the sweep builds them."""
     from paretorl.sweep.profiles import load_profile
     from paretorl.sweep.run import prepare
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
     from paretorl.tasks import load_task, read_rows
 
     spec = SETUPS[name]

@@ -9,11 +9,11 @@ Methods, each on the same task and space (default: arith, searchspaces/default.y
 Equal compute: the budget B is the median, over seeds, of the CPU-seconds random search used for
 its trials; every other method's sweep ends when its trials have used B (`budget.cpu_seconds`), so
 a method that stops trials early runs more of them. CPU-seconds are trial wall time x the CPUs
-its learner and rollout replicas reserve (paretorl/sweep/hypervolume.py). Hypervolume: the eval
+its learner and rollout replicas reserve (paretorl/search/hypervolume.py). Hypervolume: the eval
 front's share of the box between (pass@k 1, 0 tokens) and the reference (pass@k 0, eval
 max_new_tokens), the base policy included, as logged in `sweep/hypervolume`.
 
-Searcher sizing: the product's rule (sweep/space.py `search_plan`) for the trials random search
+Searcher sizing: the product's rule (search/space.py `search_plan`) for the trials random search
 runs, not for the trial cap a budgeted run gets (which would leave TPE random for its budget).
 
 Every method-seed run is a sweep of its own (`<out>/runs/<method>-s<seed>`, one process and one
@@ -111,14 +111,14 @@ def run_space(args, method: str, seed: int, budget: float | None) -> dict:
 
 def search_plan(args, space: dict):
     """The searcher's plan (startup trials or population) for the trials random search runs."""
-    from paretorl.sweep.space import SearchSpace, search_plan
+    from paretorl.search.space import SearchSpace, search_plan
 
     return search_plan(SearchSpace.model_validate({**space, "budget": {**space["budget"], "trials": args.random_trials, "cpu_seconds": None}}))
 
 
 def size_searcher_for(trials: int) -> None:
     """From now on, this process's sweeps size their sampler for `trials`, whatever their budget.trials."""
-    import paretorl.sweep.space as space_mod
+    import paretorl.search.space as space_mod
 
     product_sampler = space_mod.optuna_sampler
 
@@ -181,8 +181,8 @@ def ensure_run(args, method: str, seed: int, budget: float | None) -> dict:
 
 
 def summarize_run(sweep_dir: Path, method: str, seed: int, wall_s: float) -> dict:
-    from paretorl.sweep.hypervolume import read_trace
-    from paretorl.sweep.stopping import SCHEDULER_STATE, TRACE_FILE
+    from paretorl.search.hypervolume import read_trace
+    from paretorl.search.stopping import SCHEDULER_STATE, TRACE_FILE
 
     trace = read_trace(sweep_dir / TRACE_FILE)
     trials = json.loads((sweep_dir / "trials_state.json").read_text())["runs"]
@@ -197,7 +197,7 @@ def test_hypervolume(db: Path, run_name: str) -> float | None:
     its MLflow parent run; None where the sweep logged none."""
     from mlflow.tracking import MlflowClient
 
-    from paretorl.sweep.hypervolume import TEST_HV_METRIC
+    from paretorl.report.search_progress import TEST_HV_METRIC
 
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.one:
         return run_one(args.one)
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     space = load_space(args.space)
     task = args.task or space.task or "arith"

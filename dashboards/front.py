@@ -66,8 +66,8 @@ def sweep_front(client, parent, pass_k: int):
     import json
     import tempfile
 
-    from paretorl.sweep.compare import front_from_rows, read_front_csv
-    from paretorl.sweep.pareto import pareto_front
+    from paretorl.report.compare import front_from_rows, read_front_csv
+    from paretorl.search.pareto import pareto_front
 
     try:  # the k the sweep optimised, from its recorded search space
         pass_k = json.loads(parent.data.params["sweep.space"])["objectives"]["pass_k"]
@@ -86,8 +86,8 @@ def sweep_front(client, parent, pass_k: int):
 
 def compare(client, parents, pass_k: int, out: Path) -> int:
     """Overlay the sweeps' fronts, write fronts.{html,png,csv} and log them as a run of their own."""
-    from paretorl.sweep.compare import comparison_note, write_comparison
-    from paretorl.sweep.mlflow_view import NOTE_TAG
+    from paretorl.report.compare import comparison_note, write_comparison
+    from paretorl.report.mlflow_view import NOTE_TAG
 
     fronts = [sweep_front(client, parent, pass_k) for parent in parents]
     paths = write_comparison(fronts, out)
@@ -116,7 +116,8 @@ def main(argv=None) -> int:
 
     from mlflow import MlflowClient
 
-    from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
+    from paretorl.report.front_files import plot_coverage, write_front
+    from paretorl.search.pareto import pareto_front
 
     client = MlflowClient(args.mlflow_uri)
     exp = client.get_experiment_by_name(args.experiment)

@@ -76,7 +76,7 @@ def studies_arg(text: str) -> tuple[str, ...]:
 def design_from(space, seeds: int | None, quick: bool, studies: tuple[str, ...] | None = None):
     """The experiment's design from the file's levels; SpaceError naming the file on a bad one."""
     from paretorl.evaluate.reproduction import ALPHA, OBJ, SEED, Design
-    from paretorl.sweep.space import SpaceError
+    from paretorl.search.space import SpaceError
 
     missing = [k for k in (OBJ, ALPHA, SEED) if k not in space.params or space.params[k].choices is None]
     if missing:
@@ -100,8 +100,8 @@ def main(argv=None) -> int:
         return report(Path(args.report).resolve())
     from paretorl.config import deep_merge
     from paretorl.sweep.run import default_cache_dir, same_sweep
-    from paretorl.sweep.space import SpaceError, load_space
-    from paretorl.sweep.tracking import resolve_tracking_uri
+    from paretorl.search.space import SpaceError, load_space
+    from paretorl.report.tracking import resolve_tracking_uri
     from paretorl.tasks import resolve_spec
 
     overrides = QUICK if args.quick else {}  # deep_merge and load_space never change their inputs
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
 
 
 def launch(sweep_dir: Path, record: dict, design, args) -> int:
-    from paretorl.sweep.console import link_worker_logs, quiet_driver
+    from paretorl.report.console import link_worker_logs, quiet_driver
     from paretorl.sweep.run import console, prepare_and_record, run, start_ray, write_record
     from paretorl.tasks import TaskLoadError
 
@@ -182,8 +182,8 @@ def report(sweep_dir: Path) -> int:
     from paretorl.evaluate.reproduction import Design, read_train_logs, summarize
     from paretorl.evaluate.reproduction_report import write_report
     from paretorl.sweep.run import console, read_record
-    from paretorl.sweep.space import SearchSpace
-    from paretorl.sweep.tracking import mlflow_ui_command
+    from paretorl.search.space import SearchSpace
+    from paretorl.report.tracking import mlflow_ui_command
 
     record = read_record(sweep_dir)
     state = sweep_dir / "trials_state.json"

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         return resume(args)
     from paretorl.config import deep_merge
     from paretorl.sweep.profiles import ProfileError, load_profile, tracking_settings
-    from paretorl.sweep.space import SpaceError, load_space
+    from paretorl.search.space import SpaceError, load_space
 
     try:
         overrides = load_profile(args.profile) if args.profile else {}
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     sweep_dir = storage.join(storage.resolve(args.output_dir), name)  # a folder, or a URI: s3://bucket/prefix/<name>
 
     from paretorl.sweep.run import default_cache_dir, same_sweep
-    from paretorl.sweep.tracking import resolve_tracking_uri
+    from paretorl.report.tracking import resolve_tracking_uri
     from paretorl.tasks import resolve_spec
 
     task_spec = resolve_spec(task_spec)  # absolute file path: Tune changes the trials' cwd
@@ -119,10 +119,10 @@ def resume(args) -> int:
 
 def launch(sweep_dir: str, record: dict, num_cpus: int | None, verbose: bool = False) -> int:
     """Prepare, record in `sweep_dir`/sweep.json, and run (or continue) the sweep."""
-    from paretorl.sweep.console import link_worker_logs, quiet_driver
-    from paretorl.sweep.mlflow_view import run_url, ui_address
+    from paretorl.report.console import link_worker_logs, quiet_driver
+    from paretorl.report.mlflow_view import run_url, ui_address
     from paretorl.sweep.run import console, prepare_and_record, print_front, run, start_ray
-    from paretorl.sweep.tracking import mlflow_ui_command
+    from paretorl.report.tracking import mlflow_ui_command
     from paretorl.tasks import TaskLoadError
 
     quiet_driver(verbose)

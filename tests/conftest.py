@@ -49,7 +49,7 @@ COIN_TASK = str(ROOT / "tests" / "learner" / "coin_task.py") + ":EvenLength"
 def tiny_prepared(tmp_path_factory, cache_dir):
     """A prepared sweep (splits + base policy) of the coin task with the TINY trial settings."""
     from paretorl.sweep.run import prepare
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     space = load_space(ROOT / "searchspaces" / "default.yaml", {"trial": TINY, "budget": {"trials": 1, "max_concurrent": 1}})
     return prepare(space, COIN_TASK, tmp_path_factory.mktemp("sweep"), cache_dir)

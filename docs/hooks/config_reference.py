@@ -27,7 +27,7 @@ def roots() -> list[tuple[str, str, type, str]]:
     The one place that names where the models live: when a module moves, change it here."""
     from paretorl.config import TrialConfig
     from paretorl.sweep.profiles import Profile
-    from paretorl.sweep.space import SearchSpace
+    from paretorl.search.space import SearchSpace
 
     return [
         ("Trial config", "trial-config", TrialConfig,

@@ -2,7 +2,7 @@
 
 One source of truth: every knob a trial has is a field here, documented at the field and
 validated once (unknown keys refused, cross-field checks at load time). The sweep's search
-space (`paretorl.sweep.space`) names fields of this class by dotted path, e.g. `algo.alpha`.
+space (`paretorl.search.space`) names fields of this class by dotted path, e.g. `algo.alpha`.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def test_job_runs_on_the_same_cluster_as_the_raycluster(cluster, job):
 def test_job_runs_the_sweep_with_a_space_and_profile_that_load(job, monkeypatch):
     from jobs import sweep
     from paretorl.sweep.profiles import load_profile
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     spec = job["spec"]
     assert spec["shutdownAfterJobFinishes"] is True

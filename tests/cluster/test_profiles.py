@@ -8,7 +8,7 @@ import pytest
 from paretorl.config import TrialConfig
 from paretorl.sweep.cluster import CLUSTER_GPUS_ENV, auto_max_concurrent, cluster_gpus, gpus_per_trial, resolve_max_concurrent
 from paretorl.sweep.profiles import ProfileError, available, load_profile, read_profile, tracking_settings
-from paretorl.sweep.space import load_space
+from paretorl.search.space import load_space
 from tests.conftest import ROOT
 
 DEFAULT_SPACE = ROOT / "searchspaces" / "default.yaml"
@@ -80,7 +80,7 @@ def test_resolve_max_concurrent():
 def test_budget_accepts_auto_and_refuses_other_words(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("budget: {max_concurrent: lots}\n")
-    from paretorl.sweep.space import SpaceError
+    from paretorl.search.space import SpaceError
 
     with pytest.raises(SpaceError, match="budget.max_concurrent"):
         load_space(DEFAULT_SPACE, load_profile(str(bad)))
@@ -117,7 +117,7 @@ def test_sweep_job_refuses_before_ray_starts(tmp_path, monkeypatch, capsys):
 def test_a_profiles_artifact_location_is_where_a_new_experiment_keeps_artifacts(tmp_path):
     from mlflow import MlflowClient
 
-    from paretorl.sweep.tracking import ensure_experiment
+    from paretorl.report.tracking import ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

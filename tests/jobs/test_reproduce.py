@@ -75,7 +75,7 @@ def load_job():
     ("reproduce.yaml", None, {(o, 0.0) for o in ("grpo", "maxrl", "rloo")} | {("rloo", a) for a in (0.05, 0.1, 0.2, 0.4)} | {("grpo", 0.2)}),
 ])
 def test_each_space_file_makes_its_studies(space, studies, arms):
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     job = load_job()
     design = job.design_from(load_space(ROOT / "searchspaces" / space), None, False, studies)

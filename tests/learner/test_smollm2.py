@@ -30,7 +30,7 @@ SMOL = {
 @pytest.fixture(scope="module")
 def smol_prepared(tmp_path_factory, cache_dir):
     from paretorl.sweep.run import prepare
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     space = load_space(ROOT / "searchspaces" / "smollm2.yaml", {"trial": SMOL, "budget": {"trials": 1, "max_concurrent": 1}})
     offline = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}

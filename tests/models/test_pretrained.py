@@ -70,7 +70,7 @@ def test_prompts_go_through_the_chat_template_when_there_is_no_sep_token():
 
 def test_a_sweep_with_a_missing_model_stops_before_compute(tmp_path):
     from paretorl.sweep.run import prepare
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     from tests.conftest import ROOT
 

@@ -11,7 +11,7 @@ from tests.conftest import COIN_TASK, tune_one_trial
 def crashed_trial(ray_local, tiny_prepared, tmp_path_factory):
     from mlflow import MlflowClient
 
-    from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
+    from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
 
     tmp = tmp_path_factory.mktemp("crash")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"

@@ -5,14 +5,14 @@ import json
 from pathlib import Path
 
 import pytest
-from paretorl.sweep.bases import (
+from paretorl.search.settings import (
     base_settings,
     reference_config,
     setting_key,
     task_key,
-    trial_paths,
 )
-from paretorl.sweep.space import load_space
+from paretorl.search.space import load_space
+from paretorl.sweep.bases import trial_paths
 
 from tests.conftest import COIN_TASK, ROOT
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from paretorl.sweep.compare import comparison_figure, front_from_rows, write_comparison
+from paretorl.report.compare import comparison_figure, front_from_rows, write_comparison
 
 
 def row(trial, on_front, acc, tokens, **extra):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from paretorl.sweep.console import ProgressView, link_worker_logs, progress_table, ray_init_options
+from paretorl.report.console import ProgressView, link_worker_logs, progress_table, ray_init_options
 
 MAX, MIN = "eval/pass_at_4", "eval/mean_tokens"
 

@@ -10,8 +10,9 @@ import re
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from paretorl.sweep.figure_html import write_figure_html
-from paretorl.sweep.pareto import pareto_front, write_front
+from paretorl.report.figure_html import write_figure_html
+from paretorl.report.front_files import write_front
+from paretorl.search.pareto import pareto_front
 
 MAX, MIN = "eval/pass_at_4", "eval/mean_tokens"
 

@@ -16,8 +16,8 @@ def reported(tiny_prepared, tmp_path_factory):
     import torch
     from mlflow import MlflowClient
     from paretorl.models.build import load_policy, save_policy
-    from paretorl.sweep.final_front import report_on_test
-    from paretorl.sweep.tracking import ensure_experiment
+    from paretorl.report.final_front import report_on_test
+    from paretorl.report.tracking import ensure_experiment
 
     tmp = tmp_path_factory.mktemp("final")
     model, tok = load_policy(tiny_prepared.shared["base_model"])
@@ -75,7 +75,7 @@ def test_parent_run_holds_the_csvs(reported):
 
 
 def test_table_shows_intervals_and_the_cutoff_verdict(reported):
-    from paretorl.sweep.final_front import front_table
+    from paretorl.report.final_front import front_table
     from rich.console import Console
 
     report, *_ = reported

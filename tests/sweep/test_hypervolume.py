@@ -9,8 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from paretorl.config import TrialConfig
-from paretorl.sweep.hypervolume import CpuBudget, HypervolumeTrace, hypervolume, log_test_hypervolume, read_trace, trial_cpus
-from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
+from paretorl.report.search_progress import HypervolumeTrace, log_test_hypervolume
+from paretorl.search.hypervolume import CpuBudget, hypervolume, read_trace, trial_cpus
+from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
 
 METRICS = ("eval/pass_at_4", "eval/mean_tokens")
 REF = (0.0, 64.0)
@@ -96,8 +97,8 @@ def test_cpu_budget_ends_the_sweep_once_spent_and_counts_on_after_a_restart(tmp_
 
 @pytest.mark.parametrize("budget_spent", [True, False])
 def test_a_stopped_trial_run_is_finished_and_tagged(tmp_path, store, budget_spent):
-    from paretorl.sweep.moasha import MOASHA
-    from paretorl.sweep.stopping import EndTags
+    from paretorl.search.moasha import MOASHA
+    from paretorl.search.stopping import EndTags
 
     uri, client, exp, parent = store
     moasha = MOASHA(METRICS, 20, 4, 3, (1.0, 64.0), tmp_path / "moasha.json")

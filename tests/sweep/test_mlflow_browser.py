@@ -35,7 +35,7 @@ def wait(driver, condition, what: str):
 def test_the_experiment_opens_in_the_training_runs_view(browser_on_sweep):
     from selenium.webdriver.common.by import By
 
-    from paretorl.sweep.mlflow_view import experiment_url
+    from paretorl.report.mlflow_view import experiment_url
 
     driver, url, exp, runs = browser_on_sweep
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -54,7 +54,7 @@ def test_the_experiment_opens_in_the_training_runs_view(browser_on_sweep):
 def test_the_interactive_front_draws_inside_mlflows_artifact_viewer(browser_on_sweep):
     from selenium.webdriver.common.by import By
 
-    from paretorl.sweep.mlflow_view import run_url
+    from paretorl.report.mlflow_view import run_url
 
     driver, url, exp, runs = browser_on_sweep
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

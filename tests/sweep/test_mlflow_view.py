@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 from mlflow import MlflowClient
 
-from paretorl.sweep.mlflow_view import KIND_TAG, NOTE_TAG, TRAINING_KIND, sweep_note, space_markdown, trial_run_name
-from paretorl.sweep.space import SearchSpace
-from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
+from paretorl.report.mlflow_view import KIND_TAG, NOTE_TAG, TRAINING_KIND, sweep_note, space_markdown, trial_run_name
+from paretorl.search.space import SearchSpace
+from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
 
 MAX, MIN = "eval/pass_at_4", "eval/mean_tokens"
 SPACE = SearchSpace.model_validate({

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from paretorl.sweep.moasha import MOASHA, crowding_order, epsilon_net_order, rank_order, rungs
+from paretorl.search.moasha import MOASHA, crowding_order, epsilon_net_order, rank_order, rungs
 
 METRICS = ("eval/pass_at_4", "eval/mean_tokens")
 SCALE = (1.0, 64.0)  # pass@k 0..1, tokens 0..64: the hypervolume box
@@ -126,7 +126,7 @@ def test_state_survives_a_driver_restart(tmp_path):
 
 
 def test_end_tags_name_the_rung_or_the_budget(tmp_path):
-    from paretorl.sweep.stopping import EndTags
+    from paretorl.search.stopping import EndTags
 
     s = scheduler(tmp_path)
     trace = tmp_path / "trace.json"

@@ -4,7 +4,8 @@ import csv
 import itertools
 import random
 
-from paretorl.sweep.pareto import pareto_front, write_front
+from paretorl.report.front_files import write_front
+from paretorl.search.pareto import pareto_front
 
 MAX, MIN = "eval/pass_at_4", "eval/mean_tokens"
 

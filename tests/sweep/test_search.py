@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from paretorl.sweep.space import load_space, optuna_sampler, optuna_search, search_plan
+from paretorl.search.space import load_space, optuna_sampler, optuna_search, search_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "searchspaces" / "default.yaml"

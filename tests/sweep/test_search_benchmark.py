@@ -57,8 +57,8 @@ def test_each_method_gets_its_sampler_scheduler_and_budget(tmp_path):
 
 
 def test_a_budgeted_run_sizes_its_searcher_for_random_s_trials_not_its_cap(tmp_path, monkeypatch):
-    import paretorl.sweep.space as space_mod
-    from paretorl.sweep.space import SearchSpace
+    import paretorl.search.space as space_mod
+    from paretorl.search.space import SearchSpace
 
     monkeypatch.setattr(space_mod, "optuna_sampler", space_mod.optuna_sampler)  # restored after the test
     args = bench.parse_args(["--out", str(tmp_path)])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from paretorl.config import TrainConfig
-from paretorl.sweep.space import SpaceError, load_space
+from paretorl.search.space import SpaceError, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from paretorl.sweep.space import SpaceError, load_space
+from paretorl.search.space import SpaceError, load_space
 
 GOOD = """
 params:
@@ -20,7 +20,7 @@ def space_file(tmp_path, extra: str = ""):
 
 
 def test_defaults_are_fifo_no_budget_and_the_eval_token_limit_as_reference(tmp_path):
-    from paretorl.sweep.stopping import reference_point
+    from paretorl.search.stopping import reference_point
 
     space = load_space(space_file(tmp_path))
     assert space.scheduler.type == "fifo" and space.budget.cpu_seconds is None
@@ -28,7 +28,7 @@ def test_defaults_are_fifo_no_budget_and_the_eval_token_limit_as_reference(tmp_p
 
 
 def test_moasha_and_a_reference_point_are_read(tmp_path):
-    from paretorl.sweep.stopping import reference_point
+    from paretorl.search.stopping import reference_point
 
     space = load_space(space_file(tmp_path, "scheduler: {type: moasha, grace_steps: 2, reduction_factor: 2, tie_break: crowding}\n"
                                             "hypervolume: {reference: {pass_k: 0.1, tokens: 40}}\nbudget: {cpu_seconds: 600}\n"))
@@ -68,9 +68,10 @@ def test_moasha_refuses_a_space_that_sweeps_the_step_budget(tmp_path):
 
 
 def test_tune_extras_build_the_scheduler_the_trace_and_the_budget(tmp_path):
-    from paretorl.sweep.hypervolume import CpuBudget, HypervolumeTrace
-    from paretorl.sweep.moasha import MOASHA
-    from paretorl.sweep.stopping import tune_extras
+    from paretorl.report.search_progress import HypervolumeTrace
+    from paretorl.search.hypervolume import CpuBudget
+    from paretorl.search.moasha import MOASHA
+    from paretorl.sweep.tune_extras import tune_extras
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     fifo = tune_extras(load_space(space_file(tmp_path)), tmp_path / "a", uri, "parent")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from mlflow import MlflowClient
 
-from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
+from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
 
 METRICS = ("eval/pass_at_4", "eval/mean_tokens")
 

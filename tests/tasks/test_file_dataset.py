@@ -95,7 +95,7 @@ def test_demonstrate_is_a_clear_error(tmp_path):
 
 def test_sweep_with_the_tiny_model_and_sft_refuses_a_dataset_before_compute(tmp_path):
     from paretorl.sweep.run import prepare
-    from paretorl.sweep.space import load_space
+    from paretorl.search.space import load_space
 
     from tests.conftest import ROOT
 

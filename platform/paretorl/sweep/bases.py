@@ -1,69 +1,24 @@
 """What a trial starts from, per distinct setting of the swept model.*, sft.* and task.* keys.
 
 A space may sweep keys that shape the base policy (model.*, sft.*) or the data (task.*). Each
-distinct (model, sft, task) setting the space can sample gets its own base policy (the SFT
-cache, `models/sft.py`, is keyed by content, so equal settings share one), and each distinct
-task setting its own train/eval/test splits. All are prepared before Ray starts; a trial looks
-up its own by the setting of its config (`trial_paths`), so its verifier, its data and its base
-policy always come from the same task settings. Continuous ranges over these keys are refused
-when the space loads (`space.unpreparable`): they cannot be prepared ahead.
-
-The *reference* setting gives the sweep's base point (measured on its eval and test splits) and
-the cutoff baseline: the space's fixed `trial:` settings, with the swept base keys at the first
-initial point's values (else at their first choice), so it is always a setting trials use.
+distinct (model, sft, task) setting the space can sample (search/settings.py) gets its own base
+policy (the SFT cache, `models/sft.py`, is keyed by content, so equal settings share one), and
+each distinct task setting its own train/eval/test splits. All are prepared before Ray starts; a
+trial looks up its own by the setting of its config (`trial_paths`), so its verifier, its data and
+its base policy always come from the same task settings. Continuous ranges over these keys are
+refused when the space loads (`space.unpreparable`): they cannot be prepared ahead.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from paretorl import storage
 from paretorl.config import TrialConfig
-from paretorl.sweep.space import SearchSpace, shapes_base
-
-
-def swept_base_keys(space: SearchSpace) -> list[str]:
-    """Swept keys that shape the base policy or the data; model.lora.* shape only the trial."""
-    return sorted(k for k in space.params if shapes_base(k))
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=repr).encode()).hexdigest()[:12]
-
-
-def task_key(cfg: TrialConfig) -> str:
-    """Names a distinct task setting (its splits)."""
-    return _digest(cfg.task.model_dump())
-
-
-def setting_key(cfg: TrialConfig) -> str:
-    """Names a distinct (model, sft, task) setting (its base policy and splits)."""
-    return _digest([cfg.task.model_dump(), cfg.model.base_dump(), cfg.sft.model_dump()])
-
-
-def reference_config(space: SearchSpace, task_spec: str) -> TrialConfig:
-    """The reference setting's trial config (see the module doc)."""
-    keys = swept_base_keys(space)
-    first = space.initial_points[0] if space.initial_points else {k: space.params[k].choices[0] for k in keys}
-    return space.trial_config({k: first[k] for k in keys}, {"task": {"name": task_spec}})
-
-
-def base_settings(space: SearchSpace, task_spec: str) -> list[TrialConfig]:
-    """The reference setting first, then every other distinct setting the space can sample:
-    each combination of the swept base keys' choices, and those of the initial points."""
-    extra = {"task": {"name": task_spec}}
-    keys = swept_base_keys(space)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(space.params[k].choices for k in keys))] if keys else []
-    combos += [{k: point[k] for k in keys} for point in space.initial_points]
-    settings: dict[str, TrialConfig] = {}
-    for cfg in [reference_config(space, task_spec), *(space.trial_config(c, extra) for c in combos)]:
-        settings.setdefault(setting_key(cfg), cfg)
-    return list(settings.values())
+from paretorl.search.settings import base_settings, setting_key, swept_base_keys, task_key
+from paretorl.search.space import SearchSpace
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from paretorl import storage
-from paretorl.sweep.space import SearchSpace
+from paretorl.search.space import SearchSpace
 
 console = Console()
 
@@ -66,7 +66,7 @@ def base_evaluation(prep: Prepared) -> dict:
     GPU profile that is vLLM on a GPU worker, not the head's CPU. Needs Ray and Serve running.
     """
     from paretorl.evaluate.remote import evaluate_model_dir
-    from paretorl.sweep.bases import reference_config
+    from paretorl.search.settings import reference_config
     from paretorl.tasks import load_task, read_rows
 
     cfg = reference_config(prep.space, prep.task_spec)  # the setting of prep.shared's base policy and eval split
@@ -107,7 +107,7 @@ def start_ray(num_cpus: int | None, verbose: bool = True) -> str | None:
     from ray import serve
 
     from paretorl.learner.policy import clear_stale_build_locks, extensions_dir
-    from paretorl.sweep.console import ray_init_options
+    from paretorl.report.console import ray_init_options
 
     for lock in clear_stale_build_locks(extensions_dir()):
         console.print(f"removed a stale DeepSpeed build lock left by a killed run: {lock}")
@@ -172,14 +172,15 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from paretorl.config import flatten
+    from paretorl.report.console import stop_progress
+    from paretorl.report.final_front import report_on_test
+    from paretorl.report.mlflow_view import space_markdown
+    from paretorl.report.search_progress import log_test_front_hypervolume
+    from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
+    from paretorl.search.space import optuna_search, search_plan
     from paretorl.sweep.cluster import TRIAL_DRIVER_RESOURCES
-    from paretorl.sweep.final_front import report_on_test
-    from paretorl.sweep.space import optuna_search, search_plan
-    from paretorl.sweep.console import stop_progress
-    from paretorl.sweep.mlflow_view import space_markdown
-    from paretorl.sweep.stopping import log_test_front_hypervolume, tune_extras
-    from paretorl.sweep.tracking import MLflowSweepLogger, ensure_experiment
     from paretorl.sweep.trial import run_trial
+    from paretorl.sweep.tune_extras import tune_extras
 
     space = prep.space
     maximize, minimize = space.metrics
@@ -261,7 +262,7 @@ def run(prep: Prepared, tracking_uri: str, experiment: str, name: str, arms: lis
 def _new_tuner(trainable, searcher, space: SearchSpace, tune_storage: dict, name: str, logger, param_space: dict | None, num_samples: int, extras):
     from ray import tune
 
-    from paretorl.sweep.console import ProgressView
+    from paretorl.report.console import ProgressView
 
     progress = ProgressView(*space.metrics, steps=space.trial_config({}).train.steps)
 
@@ -285,8 +286,8 @@ def deep_copy_trial(space: SearchSpace, task_spec: str) -> dict:
 
 
 def print_front(front: list[dict], maximize: str, minimize: str, params: list[str], cutoff: list[dict] | None = None, base: dict | None = None) -> None:
-    """The reported front (test values with 95% intervals) as a table; see sweep/final_front.py."""
-    from paretorl.sweep.final_front import front_table
+    """The reported front (test values with 95% intervals) as a table; see report/final_front.py."""
+    from paretorl.report.final_front import front_table
 
     # at least 160 columns: in a log (80 by default) or a narrow terminal rich would cut the intervals to "0.1…"
     wide = Console(file=console.file, width=max(console.width, 160), color_system=console.color_system)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from paretorl.sweep.mlflow_view import trial_run_name
+from paretorl.report.mlflow_view import trial_run_name
 
 console = Console()
 _shown: list[Live] = []  # the live progress table on screen, for stop_progress after an interrupted fit

@@ -14,9 +14,10 @@ from pathlib import Path
 from ray.tune import Callback
 
 from paretorl import storage
-from paretorl.sweep.mlflow_view import NOTE_TAG, mark_training_experiment, sweep_note, trial_run_name
-from paretorl.sweep.pareto import pareto_front, plot_coverage, write_front
-from paretorl.sweep.stopping import STOPPED_TAG
+from paretorl.report.mlflow_view import NOTE_TAG, mark_training_experiment, sweep_note, trial_run_name
+from paretorl.report.front_files import plot_coverage, write_front
+from paretorl.search.pareto import pareto_front
+from paretorl.search.stopping import STOPPED_TAG
 
 LOGGED_PREFIXES = ("train/", "rollout/", "eval/")
 
@@ -71,7 +72,7 @@ class MLflowSweepLogger(Callback):
                  end_tags=None):
         self.tracking_uri = tracking_uri
         self.note = note  # sweep_note's name, knobs and space_md: the parent run's description follows the front
-        self.end_tags = end_tags  # sweep.stopping.EndTags: tags for a run that ends before its last step; picklable
+        self.end_tags = end_tags  # search.stopping.EndTags: tags for a run that ends before its last step; picklable
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.maximize, self.minimize = metrics

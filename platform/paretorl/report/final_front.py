@@ -26,9 +26,10 @@ from paretorl.evaluate.cutoff import (
 )
 from paretorl.evaluate.intervals import TEST_COLUMNS, interval_summary
 from paretorl.evaluate.on_test import evaluate_on_test
-from paretorl.sweep.bases import reference_config
-from paretorl.sweep.figure_html import write_figure_html
-from paretorl.sweep.pareto import pareto_front, write_points_csv
+from paretorl.report.figure_html import write_figure_html
+from paretorl.report.front_files import write_points_csv
+from paretorl.search.pareto import pareto_front
+from paretorl.search.settings import reference_config, task_key
 
 TEST_SEED_OFFSET = 7_919  # test sampling seed = the reference train.seed + this, for every checkpoint
 
@@ -80,7 +81,6 @@ POLICY_FILES = ("config.json", "adapter_config.json")  # a full model's folder, 
 
 def _sample(prep, ref, point: dict, is_base: bool, evaluate, log):
     """The point's test samples, or None (logged) when its checkpoint is gone."""
-    from paretorl.sweep.bases import task_key
     from paretorl.tasks import load_task, read_rows
 
     # the base: the reference setting; a checkpoint: its trial's setting (and so its own test split)
@@ -96,7 +96,7 @@ def _sample(prep, ref, point: dict, is_base: bool, evaluate, log):
 
 def write_final_front(points: list[dict], front: list[dict], base: dict, cutoff: list[dict], metrics: tuple[str, str], out_dir: Path) -> dict[str, Path]:
     """pareto_front.csv (every checkpoint; on_front = on the test front), .html, .png, and cutoff_front.csv."""
-    from paretorl.sweep.front_plots import front_figure, front_png
+    from paretorl.report.front_plots import front_figure, front_png
 
     maximize, minimize = metrics
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,7 @@ def comparison_png(fronts: list[Front], path: str | Path) -> None:
 
 def write_comparison(fronts: list[Front], out_dir: str | Path) -> dict[str, Path]:
     """fronts.{html,png,csv} under out_dir: the overlay, interactive and static, and its points."""
-    from paretorl.sweep.figure_html import write_figure_html
+    from paretorl.report.figure_html import write_figure_html
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,6 @@
-"""How far a sweep has got: the hypervolume of its front against the CPU-seconds its trials used.
-
-Hypervolume (moocore's): the area the front dominates inside the box between the ideal point
-(pass@k 1, 0 tokens) and the reference point (the space file's `hypervolume.reference`; default
-pass@k 0 and the evaluation's max_new_tokens), divided by the box's area, so it lies in [0, 1].
-
-CPU-seconds of a trial: its wall time (Tune's `time_this_iter_s`, summed over every report,
-retries and re-reports included: that time was spent) times the Ray CPUs its learner workers
-and rollout replicas reserve. Reserved, not measured: on a shared machine a trial's processes
-get the cores Ray reserved for them, and the figure does not depend on what else runs there.
-"""
+"""The search's progress on the sweep's parent run: `sweep/hypervolume` of the eval front against
+`sweep/cpu_seconds` while trials report, and `sweep/test_hypervolume` of the reported (test) front
+when the sweep ends. The measures are search/hypervolume.py's."""
 
 from __future__ import annotations
 
@@ -17,46 +9,13 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 from ray.tune import Callback
-from ray.tune.stopper import Stopper
 
 from paretorl import storage
+from paretorl.search.hypervolume import hypervolume, read_trace, report_cpu_seconds
+from paretorl.search.stopping import TRACE_FILE, reference_point
 
 HV_METRIC, CPU_METRIC, TEST_HV_METRIC = "sweep/hypervolume", "sweep/cpu_seconds", "sweep/test_hypervolume"
-
-
-def hypervolume(points, reference: tuple[float, float]) -> float:
-    """Normalised hypervolume of (pass@k, tokens) points: pass@k maximised, tokens minimised.
-
-    Points that are not finite, or not better than the reference in both objectives, add nothing.
-    """
-    import moocore
-
-    ref_pass, ref_tokens = reference
-    pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    pts = pts[np.isfinite(pts).all(axis=1) & (pts[:, 0] > ref_pass) & (pts[:, 1] < ref_tokens)]
-    if len(pts) == 0:
-        return 0.0
-    area = moocore.hypervolume(pts, ref=[ref_pass, ref_tokens], maximise=[True, False])
-    return float(area) / ((1.0 - ref_pass) * ref_tokens)
-
-
-def trial_cpus(cfg) -> float:
-    """Ray CPUs one trial reserves for its learner workers and rollout replicas."""
-    auto = cfg.rollout.autoscaling
-    replicas = auto.get("max_replicas", 1) if auto else cfg.rollout.replicas
-    return cfg.resources.learner_workers * cfg.resources.learner_cpus + replicas * cfg.rollout.num_cpus
-
-
-def report_cpu_seconds(result: dict, cpus: float) -> float:
-    """CPU-seconds one Tune report stands for (module docstring)."""
-    return float(result.get("time_this_iter_s") or 0.0) * cpus
-
-
-def read_trace(path: str | Path) -> dict:
-    """A sweep's hypervolume trace file: {"cpu_seconds", "points", "trace": [[cpu_s, hv], ...]}."""
-    return json.loads(storage.read_text(path)) if storage.exists(path) else {"cpu_seconds": 0.0, "points": [], "trace": []}
 
 
 class HypervolumeTrace(Callback):
@@ -122,33 +81,6 @@ class HypervolumeTrace(Callback):
         storage.write_text(self.state_path, json.dumps({"cpu_seconds": self.cpu_seconds, "reference": self.reference, "points": self.points, "trace": self.trace}))
 
 
-class CpuBudget(Stopper):
-    """Tune stopper: ends the sweep once its trials have used `budget` CPU-seconds (`budget.cpu_seconds`).
-
-    Trials still running then are stopped where they are; their evaluations so far stay.
-    Counts reports as HypervolumeTrace does; a restored sweep starts from the trace's count.
-    """
-
-    def __init__(self, budget: float, cpus: float, trace_path: str | Path):
-        self.budget, self.cpus, self.trace_path = budget, cpus, storage.resolve(trace_path)
-        self.used = read_trace(self.trace_path)["cpu_seconds"]
-
-    def __getstate__(self):
-        return {"budget": self.budget, "cpus": self.cpus, "trace_path": self.trace_path}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.used = read_trace(self.trace_path)["cpu_seconds"]
-
-    def __call__(self, trial_id: str, result: dict) -> bool:
-        if not result.get("done"):  # Tune's end-of-trial marker repeats the last report
-            self.used += report_cpu_seconds(result, self.cpus)
-        return False
-
-    def stop_all(self) -> bool:
-        return self.used >= self.budget
-
-
 def log_test_hypervolume(tracking_uri: str, parent_run_id: str, points, reference: tuple[float, float], cpu_seconds: float) -> float:
     """Log `sweep/test_hypervolume` of a test front ((pass@k, tokens) pairs) on the parent run; returns it.
 
@@ -161,3 +93,10 @@ def log_test_hypervolume(tracking_uri: str, parent_run_id: str, points, referenc
     hv = hypervolume(points, reference)
     MlflowClient(tracking_uri).log_batch(parent_run_id, metrics=[Metric(TEST_HV_METRIC, hv, int(time.time() * 1000), int(cpu_seconds))])
     return hv
+
+
+def log_test_front_hypervolume(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, test_front: list[dict]) -> float:
+    """`sweep/test_hypervolume` of the reported (test) front on the parent run, at the sweep's final CPU-seconds."""
+    points = [(p["test_pass_at_k"], p["test_mean_tokens"]) for p in test_front]
+    cpu = read_trace(storage.join(sweep_dir, TRACE_FILE))["cpu_seconds"]
+    return log_test_hypervolume(tracking_uri, parent_run_id, points, reference_point(space, space.trial_config({})), cpu)

@@ -1,9 +1,5 @@
-"""The Pareto front of evaluated checkpoints: maximise pass@k, minimise mean tokens.
-
-Every evaluation of every trial is a point (a checkpoint). Optuna does the non-dominated
-selection (points are added to an in-memory two-objective study); plotly draws the
-interactive view, matplotlib the PNG.
-"""
+"""A front as files: pareto_front.csv, pareto_front.html (interactive, plotly) and
+pareto_front.png (matplotlib); and a trial's coverage curve (pass@k against k) as a PNG."""
 
 from __future__ import annotations
 
@@ -11,31 +7,7 @@ import csv
 import math
 from pathlib import Path
 
-
-def pareto_front(points: list[dict], maximize: str, minimize: str) -> list[dict]:
-    """The non-dominated points, sorted by tokens; points missing either value are skipped."""
-    import optuna
-    from optuna.distributions import IntDistribution
-
-    usable = [p for p in points if _finite(p.get(maximize)) and _finite(p.get(minimize))]
-    if not usable:
-        return []
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    for i, p in enumerate(usable):
-        study.add_trial(
-            optuna.trial.create_trial(
-                values=[float(p[maximize]), float(p[minimize])],
-                params={"i": i},
-                distributions={"i": IntDistribution(0, len(usable) - 1)},
-            )
-        )
-    front = [usable[t.params["i"]] for t in study.best_trials]
-    return sorted(front, key=lambda p: (p[minimize], -p[maximize]))
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
+from paretorl.report.figure_html import write_figure_html
 
 
 def write_front(points: list[dict], front: list[dict], maximize: str, minimize: str, out_dir: str | Path) -> dict[str, Path]:
@@ -61,14 +33,16 @@ def write_points_csv(points: list[dict], front: list[dict], first: tuple[str, ..
             writer.writerow({"on_front": id(p) in front_ids, **p})
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _label(p: dict) -> str:
     return " ".join(f"{k}={p[k]}" for k in sorted(p) if k.startswith(("algo.", "train.")))
 
 
 def _plot_html(points, front, maximize, minimize, path: Path) -> None:
     import plotly.graph_objects as go
-
-    from paretorl.sweep.figure_html import write_figure_html
 
     fig = go.Figure()
     fig.add_trace(

@@ -1,6 +1,6 @@
 """How a sweep reads in MLflow's UI: the experiment's kind, trial run names, the parent run's description.
 
-Pure functions of plain data (no Ray): the tracker (`sweep/tracking.py`) calls them.
+Pure functions of plain data (no Ray): the tracker (`report/tracking.py`) calls them.
 """
 
 from __future__ import annotations

@@ -1,19 +1,18 @@
 """What may stop a sweep's trials, and how its progress is measured: the space file's
-`scheduler:` and `hypervolume:` sections, and the Tune pieces they become.
+`scheduler:` and `hypervolume:` sections, and the MLflow tags of a trial stopped early.
 
     scheduler: {type: fifo}                                          # every trial runs to its last step (default)
-    scheduler: {type: moasha, grace_steps: 4, reduction_factor: 3}   # Pareto-aware early stopping (sweep/moasha.py)
+    scheduler: {type: moasha, grace_steps: 4, reduction_factor: 3}   # Pareto-aware early stopping (search/moasha.py)
     hypervolume: {reference: {pass_k: 0.0, tokens: 64}}              # default tokens: eval.max_new_tokens
 
-The settings validate without Ray; `tune_extras` (called by sweep/run.py) imports it.
+The settings validate without Ray; `sweep/tune_extras.py` turns them into the Tuner's pieces.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,50 +86,8 @@ class EndTags:
         return {STOPPED_TAG: f"rung-{rung}"} if rung is not None else {}
 
     def sweep_end(self, trial_id: str) -> dict[str, str] | None:
-        from paretorl.sweep.hypervolume import read_trace
+        from paretorl.search.hypervolume import read_trace
 
         if self.cpu_budget and read_trace(self.trace)["cpu_seconds"] >= self.cpu_budget:
             return {STOPPED_TAG: "budget"}
         return None
-
-
-@dataclass
-class TuneExtras:
-    """The scheduler, stopper and callbacks a sweep's Tuner gets, and its trials' end-of-run MLflow tags."""
-
-    scheduler: Any = None  # None: Tune's FIFO
-    stop: Any = None
-    callbacks: list = field(default_factory=list)
-    end_tags: EndTags | None = None
-
-
-def tune_extras(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, base_eval: dict | None = None) -> TuneExtras:
-    from paretorl.sweep.hypervolume import CpuBudget, HypervolumeTrace, trial_cpus
-    from paretorl.sweep.moasha import MOASHA
-    from paretorl.sweep.trial import ReleaseTrialApps
-
-    cfg = space.trial_config({})
-    metrics, reference, cpus = space.metrics, reference_point(space, cfg), trial_cpus(cfg)
-    base = (base_eval[metrics[0]], base_eval[metrics[1]]) if base_eval and all(m in base_eval for m in metrics) else None
-    trace = HypervolumeTrace(tracking_uri, parent_run_id, metrics, reference, cpus, storage.join(sweep_dir, TRACE_FILE), base_point=base)
-    extras = TuneExtras(callbacks=[trace, ReleaseTrialApps()])
-    if space.budget.cpu_seconds:
-        extras.stop = CpuBudget(space.budget.cpu_seconds, cpus, trace.state_path)
-    spec, state = space.scheduler, None
-    if spec.type == "moasha":
-        state = storage.join(sweep_dir, SCHEDULER_STATE)
-        extras.scheduler = MOASHA(
-            metrics, cfg.train.steps, spec.grace_steps, spec.reduction_factor,
-            scale=(1.0 - reference[0], reference[1]), state_path=state, tie_break=spec.tie_break,
-        )
-    extras.end_tags = EndTags(state, trace.state_path, space.budget.cpu_seconds)
-    return extras
-
-
-def log_test_front_hypervolume(space, sweep_dir: Path, tracking_uri: str, parent_run_id: str, test_front: list[dict]) -> float:
-    """`sweep/test_hypervolume` of the reported (test) front on the parent run, at the sweep's final CPU-seconds."""
-    from paretorl.sweep.hypervolume import log_test_hypervolume, read_trace
-
-    points = [(p["test_pass_at_k"], p["test_mean_tokens"]) for p in test_front]
-    cpu = read_trace(storage.join(sweep_dir, TRACE_FILE))["cpu_seconds"]
-    return log_test_hypervolume(tracking_uri, parent_run_id, points, reference_point(space, space.trial_config({})), cpu)

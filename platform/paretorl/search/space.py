@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from paretorl.config import TrialConfig, deep_merge, set_path
-from paretorl.sweep.stopping import FIFOSpec, HypervolumeSpec, SchedulerSpec, check_scheduler
+from paretorl.search.stopping import FIFOSpec, HypervolumeSpec, SchedulerSpec, check_scheduler
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -77,7 +77,7 @@ class Budget(_Strict):
         2, description="trials running at once; 'auto': the cluster's GPUs // one trial's GPUs, once Ray is up (paretorl.sweep.cluster)"
     )
 
-    cpu_seconds: float | None = Field(None, gt=0, description="end the sweep once its trials have used this many CPU-seconds (sweep/hypervolume.py); None: no limit")
+    cpu_seconds: float | None = Field(None, gt=0, description="end the sweep once its trials have used this many CPU-seconds (search/hypervolume.py); None: no limit")
 
     @field_validator("max_concurrent")
     @classmethod
@@ -97,7 +97,7 @@ class SearchSpace(_Strict):
     budget: Budget = Field(default_factory=Budget, description="how many trials, how many at once, how much CPU")
     sampler: Literal["tpe", "nsga2", "random"] = Field("tpe", description="Optuna sampler: multi-objective TPE, NSGA-II, or random search")
     seed: int = Field(0, description="seed of Optuna's sampler")
-    scheduler: SchedulerSpec = Field(default_factory=FIFOSpec, description="fifo | moasha (early stopping at rungs; sweep/stopping.py)")
+    scheduler: SchedulerSpec = Field(default_factory=FIFOSpec, description="fifo | moasha (early stopping at rungs; search/stopping.py)")
     hypervolume: HypervolumeSpec = Field(default_factory=HypervolumeSpec, description="reference point of the sweep/hypervolume trace")
     params: dict[str, ParamSpec] = Field(description="the searched parameters, keyed by dotted trial-config path (e.g. algo.alpha)")
     initial_points: list[dict[str, Any]] = Field(default_factory=list, description="points (dotted path -> value, every params key) evaluated first; they count as the sampler's startup trials")

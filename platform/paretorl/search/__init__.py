@@ -1,0 +1,1 @@
+"""The search: space files, samplers, MO-ASHA, Pareto fronts, hypervolume, what may stop a trial."""
