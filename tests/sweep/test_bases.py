@@ -60,3 +60,15 @@ def test_sweeping_hidden_size_trains_two_distinct_base_policies(tmp_path, cache_
     assert list(prep.test_splits.values()) == [str(tmp_path / "sweep" / "data" / "test.parquet")]
     with pytest.raises(KeyError, match="no base policy was prepared"):
         trial_paths(space.trial_config({"model.hidden_size": 48}, {"task": {"name": COIN_TASK}}), prep.shared)
+
+
+def test_lora_keys_shape_trials_not_the_base():
+    """model.lora.* may be swept as ranges, and every rank and alpha shares the one base policy."""
+    space = load_space(ROOT / "searchspaces" / "lora.yaml", {
+        "params": {"model.lora.alpha": {"type": "float", "low": 8.0, "high": 64.0, "log": True}},
+        "initial_points": [],
+    })
+    (only,) = base_settings(space, "arith")
+    keys = {setting_key(space.trial_config({"model.lora.rank": r, "model.lora.alpha": a}, {"task": {"name": "arith"}})) for r in (8, 16) for a in (8.0, 64.0)}
+    assert keys == {setting_key(only)}
+    assert setting_key(only) == setting_key(load_space(DEFAULT).trial_config({}, {"task": {"name": "arith"}}))  # the full fine-tune's base
