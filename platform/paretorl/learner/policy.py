@@ -56,6 +56,9 @@ def make_engine(model, train_cfg, mini_batch: int, world_size: int):
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=deepspeed_config(train_cfg, mini_batch, world_size)
     )
+    # from_pretrained returns eval mode, and transformers checkpoints a layer only in training
+    # mode. The policies have no dropout (attention_dropout 0), so the mode changes no number.
+    engine.train()
     return engine
 
 
