@@ -169,6 +169,10 @@ class TrainConfig(_Strict):
     micro_batch_size: int = Field(
         32, gt=0, description="sequences per forward/backward; on a CPU small micro-batches keep activations in cache (the default model updates ~15% faster at 16-32 than at 64)"
     )
+    max_tokens_per_micro_batch: int | None = Field(
+        None, gt=0, description="also bound a micro-batch by its padded tokens (rows x its longest row): long responses then "
+        "go in fewer rows, so activation memory stays flat however long the answers get (None: rows only)",
+    )
     lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the RL update")
     max_new_tokens: int = Field(64, gt=0)
     temperature: float = Field(1.0, gt=0.0)
