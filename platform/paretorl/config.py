@@ -92,6 +92,13 @@ class RolloutConfig(_Strict):
             raise ValueError(f"unknown rollout engine {v!r}; valid: {', '.join(ENGINES)}")
         return v
 
+    @model_validator(mode="after")
+    def _whole_gpu_per_rank(self):
+        """vLLM puts each tensor-parallel rank on a GPU of its own."""
+        if self.engine == "vllm" and self.vllm.tensor_parallel_size > 1 and self.num_gpus not in (0, 1):
+            raise ValueError(f"rollout.vllm.tensor_parallel_size > 1 needs rollout.num_gpus 1 (a whole GPU per rank), got {self.num_gpus}")
+        return self
+
     @field_validator("autoscaling")
     @classmethod
     def _serve_autoscaling(cls, v):

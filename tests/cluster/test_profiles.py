@@ -42,8 +42,10 @@ def trial(**tree) -> TrialConfig:
 
 def test_gpus_per_trial_counts_learners_replicas_and_tensor_parallel_ranks():
     cfg = trial(resources={"learner_workers": 2, "learner_gpus": 1},
-                rollout={"engine": "vllm", "replicas": 3, "num_gpus": 0.5, "vllm": {"tensor_parallel_size": 2}})
-    assert gpus_per_trial(cfg) == 2 * 1 + 3 * 0.5 * 2
+                rollout={"engine": "vllm", "replicas": 3, "num_gpus": 1, "vllm": {"tensor_parallel_size": 2}})
+    assert gpus_per_trial(cfg) == 2 * 1 + 3 * 1 * 2
+    shared = trial(resources={"learner_gpus": 0.5}, rollout={"engine": "vllm", "replicas": 2, "num_gpus": 0.25})
+    assert gpus_per_trial(shared) == 0.5 + 2 * 0.25
     autoscaled = trial(rollout={"num_gpus": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 4}})
     assert gpus_per_trial(autoscaled) == 4
     assert gpus_per_trial(trial()) == 0  # the CPU default
