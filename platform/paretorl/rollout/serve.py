@@ -74,6 +74,13 @@ class RolloutServer:
     def version(self) -> int:
         return self._version
 
+    def __del__(self):
+        """Serve calls this when it removes the replica (serve.delete, a scale-down), before ending
+        its actor: an engine with processes of its own (vLLM's engine core) stops them here."""
+        shutdown = getattr(getattr(self, "_engine", None), "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
 
 def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, accelerator: str = "GPU"):
     """Deploy the trial's rollout application (no HTTP route) and return its handle.
