@@ -129,6 +129,13 @@ class RolloutConfig(_Strict):
             raise ValueError(f"unknown rollout engine {v!r}; valid: {', '.join(ENGINES)}")
         return v
 
+    @model_validator(mode="after")
+    def _whole_gpu_per_rank(self):
+        """vLLM puts each tensor-parallel rank on a GPU of its own."""
+        if self.engine == "vllm" and self.vllm.tensor_parallel_size > 1 and self.num_gpus not in (0, 1):
+            raise ValueError(f"rollout.vllm.tensor_parallel_size > 1 needs rollout.num_gpus 1 (a whole GPU per rank), got {self.num_gpus}")
+        return self
+
     @field_validator("autoscaling")
     @classmethod
     def _serve_autoscaling(cls, v):
@@ -205,6 +212,10 @@ class TrainConfig(_Strict):
     updates_per_step: int = Field(1, ge=1, description="optimizer steps per iteration (mini-batches)")
     micro_batch_size: int = Field(
         32, gt=0, description="sequences per forward/backward; on a CPU small micro-batches keep activations in cache (the default model updates ~15% faster at 16-32 than at 64)"
+    )
+    max_tokens_per_micro_batch: int | None = Field(
+        None, gt=0, description="also bound a micro-batch by its padded tokens (rows x its longest row): long responses then "
+        "go in fewer rows, so activation memory stays flat however long the answers get (None: rows only)",
     )
     lr: float = Field(1e-4, gt=0.0, description="Adam learning rate of the RL update")
     max_new_tokens: int = Field(64, gt=0, description="token limit of a training rollout (a response cut there counts as wrong)")

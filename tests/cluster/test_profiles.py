@@ -42,8 +42,10 @@ def trial(**tree) -> TrialConfig:
 
 def test_gpus_per_trial_counts_learners_replicas_and_tensor_parallel_ranks():
     cfg = trial(resources={"learner_workers": 2, "learner_gpus": 1},
-                rollout={"engine": "vllm", "replicas": 3, "num_gpus": 0.5, "vllm": {"tensor_parallel_size": 2}})
-    assert gpus_per_trial(cfg) == 2 * 1 + 3 * 0.5 * 2
+                rollout={"engine": "vllm", "replicas": 3, "num_gpus": 1, "vllm": {"tensor_parallel_size": 2}})
+    assert gpus_per_trial(cfg) == 2 * 1 + 3 * 1 * 2
+    shared = trial(resources={"learner_gpus": 0.5}, rollout={"engine": "vllm", "replicas": 2, "num_gpus": 0.25})
+    assert gpus_per_trial(shared) == 0.5 + 2 * 0.25
     autoscaled = trial(rollout={"num_gpus": 1, "autoscaling": {"min_replicas": 1, "max_replicas": 4}})
     assert gpus_per_trial(autoscaled) == 4
     assert gpus_per_trial(trial()) == 0  # the CPU default
@@ -127,3 +129,17 @@ def test_a_profiles_artifact_location_is_where_a_new_experiment_keeps_artifacts(
     assert ensure_experiment(client, "paretorl", uri, "file:///elsewhere") == exp_id  # an existing one is kept
     default_id = ensure_experiment(client, "other", uri)
     assert client.get_experiment(default_id).artifact_location.endswith("mlartifacts/other")
+
+
+def test_the_one_gpu_profile_runs_a_trial_per_gpu_learner_and_replica_sharing_it():
+    from paretorl.sweep.cluster import shares_a_gpu
+
+    cfg = load_space(DEFAULT_SPACE, load_profile("gpu-1")).trial_config({})
+    assert (cfg.rollout.engine, cfg.train.bf16, cfg.resources.accelerator) == ("vllm", True, "GPU")
+    assert gpus_per_trial(cfg) == 1
+    assert resolve_max_concurrent("auto", cfg, {"GPU": 1.0}, {}) == 1
+    assert resolve_max_concurrent("auto", cfg, {"GPU": 4.0}, {}) == 4
+    # the learner keeps the GPU memory vLLM does not take: the arithmetic in profiles/gpu-1.yaml
+    assert cfg.rollout.vllm.gpu_memory_utilization <= 0.5 and cfg.train.max_tokens_per_micro_batch
+    assert shares_a_gpu(cfg)  # so the trial starts its learner after the replica (vLLM's memory profiling)
+    assert not shares_a_gpu(load_space(DEFAULT_SPACE, load_profile("gpu")).trial_config({}))

@@ -186,3 +186,21 @@ def test_pg_loss_is_the_batch_loss_not_a_mean_over_micro_batches():
     lengths = torch.as_tensor(rollouts.lengths).double()
     expected = -(adv * lengths).sum() / lengths.sum()
     assert metrics["train/pg_loss"] == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_a_token_bound_cuts_micro_batches_and_leaves_the_gradient_unchanged():
+    """`train.max_tokens_per_micro_batch`: every micro-batch's padded tokens (rows x width) stay
+    under the bound (a row wider than it goes alone), and the gradient is the unbounded one."""
+    prompts, rollouts, correct = make_batch()
+    grads, shapes = {}, {}
+    for bound in (None, 24):
+        cfg = trial_cfg(objective="grpo", alpha=0.2, train={"micro_batch_size": 16, "max_tokens_per_micro_batch": bound})
+        model = tiny_model()
+        seen = shapes[bound] = []
+        model.model.register_forward_pre_hook(lambda m, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+        grads[bound], _ = ours_grads(model, None, prompts, rollouts, correct, cfg)
+    assert len(shapes[None]) == 1  # 16 rows fit one micro-batch by rows
+    assert len(shapes[24]) > 2 and all(rows * width <= 24 or rows == 1 for rows, width in shapes[24]), shapes[24]
+    assert sum(rows for rows, _ in shapes[24]) == shapes[None][0][0]  # the same rows, cut differently
+    assert_same(grads[24], grads[None])
+    assert_same(grads[24], reference_grads(tiny_model(), None, prompts, rollouts, correct, cfg))

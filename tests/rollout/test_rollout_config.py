@@ -27,3 +27,21 @@ def test_the_cpu_vllm_profile_picks_the_vllm_engine():
     trial = TrialConfig.model_validate(load_profile("cpu-vllm")["trial"])
     assert trial.rollout.engine == "vllm" and trial.rollout.num_gpus == 0
     assert trial.rollout.vllm.kv_cache_space_gib > 0
+
+
+def test_a_tensor_parallel_replica_reserves_a_gpu_per_rank():
+    """vLLM runs its ranks inside the replica's actor and needs as many GPUs visible there."""
+    from ray import serve
+
+    from paretorl.rollout.serve import RolloutServer, replica_resources
+
+    tp2 = RolloutConfig(engine="vllm", num_cpus=2, num_gpus=1, vllm={"tensor_parallel_size": 2})
+    assert replica_resources(tp2) == {"num_cpus": 2, "num_gpus": 2}
+    assert replica_resources(tp2, "fake_gpu") == {"num_cpus": 2, "resources": {"fake_gpu": 2}}
+    one = RolloutConfig(engine="vllm", num_gpus=0.5)
+    assert replica_resources(one) == {"num_cpus": 0.4, "num_gpus": 0.5}  # a share of one GPU, as before
+    assert replica_resources(RolloutConfig(num_gpus=1, vllm={"tensor_parallel_size": 2})) == {"num_cpus": 0.4, "num_gpus": 1}  # embedded: no ranks
+    deployment = serve.deployment(RolloutServer, ray_actor_options=replica_resources(tp2))  # Serve accepts what start_rollout_app passes
+    assert deployment.ray_actor_options["num_gpus"] == 2
+    with pytest.raises(ValidationError, match=r"tensor_parallel_size > 1 needs rollout.num_gpus 1"):
+        RolloutConfig(engine="vllm", num_gpus=0.5, vllm={"tensor_parallel_size": 2})

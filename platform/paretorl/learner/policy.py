@@ -17,13 +17,23 @@ def deepspeed_config(train_cfg, mini_batch: int, world_size: int) -> dict:
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": gas,
         "train_batch_size": micro * gas * world_size,
-        "optimizer": {"type": "Adam", "params": {"lr": train_cfg.lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "torch_adam": not on_gpu}},
+        "optimizer": {"type": "Adam", "params": {"lr": train_cfg.lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, **torch_adam(on_gpu)}},
         "zero_optimization": {"stage": train_cfg.zero_stage},
         "gradient_clipping": train_cfg.grad_clip,
         "bf16": {"enabled": train_cfg.bf16},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def torch_adam(on_gpu: bool) -> dict:
+    """DeepSpeed optimizer params that pick torch's Adam(W), never DeepSpeed's own kernels.
+
+    DeepSpeed's FusedAdam is JIT-built on first use and needs an nvcc matching torch's CUDA; torch's
+    fused AdamW ships compiled (DeepSpeed passes extra params on to torch.optim.AdamW). On CPU the
+    plain torch AdamW, as before. weight_decay is 0, so AdamW and Adam are the same update.
+    """
+    return {"torch_adam": True, "fused": True} if on_gpu else {"torch_adam": True}
 
 
 def extensions_dir() -> str:
@@ -56,6 +66,9 @@ def make_engine(model, train_cfg, mini_batch: int, world_size: int):
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=deepspeed_config(train_cfg, mini_batch, world_size)
     )
+    # from_pretrained returns eval mode, and transformers checkpoints a layer only in training
+    # mode. The policies have no dropout (attention_dropout 0), so the mode changes no number.
+    engine.train()
     return engine
 
 

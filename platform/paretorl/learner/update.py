@@ -62,7 +62,7 @@ def rl_step(engine, ref_model, prompts, rollouts, correct, cfg: TrialConfig, pad
         todo = [r for r in block if needed[r]]
         # Nothing to learn from in this mini-batch: one row still runs (its loss scaled to 0) so that
         # the optimizer steps exactly as it would have (Adam's moments move the weights anyway).
-        micro = _micro_batches(todo or [min(block, key=rows.width)], rows.width, t.micro_batch_size)
+        micro = _micro_batches(todo or [min(block, key=rows.width)], rows.width, t.micro_batch_size, t.max_tokens_per_micro_batch)
         for i, (idx, real) in enumerate(micro):
             engine.set_gradient_accumulation_boundary(i == len(micro) - 1)
             _update_micro(engine, ref_model, rows, idx, old, normalizer, cfg, step, rollouts.version, autocast, acc, counts=real and bool(todo))
@@ -111,19 +111,31 @@ class _Rows:
         return torch.from_numpy(np.array(self.rollout_logprobs[idx, :width], dtype=np.float32))
 
 
-def _micro_batches(rows: list[int], width, size: int) -> list[tuple[list[int], bool]]:
-    """`rows` sorted by width, cut into micro-batches of `size`, as (rows, real) pairs.
+def _micro_batches(rows: list[int], width, size: int, max_tokens: int | None = None) -> list[tuple[list[int], bool]]:
+    """`rows` sorted by width, cut into micro-batches of at most `size` rows and, if given, at most
+    `max_tokens` padded tokens (rows x the widest; a row wider than that goes alone), as (rows, real) pairs.
 
     Every rank gets the same count: ranks run their micro-batches in lock-step (ZeRO-3 gathers
     parameters collectively in each forward), so a rank with fewer adds placeholder micro-batches
     of one row (`real` False), whose loss is scaled to 0.
     """
     ordered = sorted(rows, key=width)
-    micro = [(ordered[i : i + size], True) for i in range(0, len(ordered), size)]
+    micro = [(cut, True) for cut in _cut(ordered, width, size, max_tokens)]
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         count = int(_all_reduce(float(len(micro)), torch.distributed.ReduceOp.MAX))
         micro += [([ordered[0]], False)] * (count - len(micro))
     return micro
+
+
+def _cut(ordered: list[int], width, size: int, max_tokens: int | None) -> list[list[int]]:
+    """Consecutive runs of `ordered` (ascending width): a run ends at `size` rows or before the row
+    that would take its padded tokens past `max_tokens` (that row, the widest so far, sets the width)."""
+    runs: list[list[int]] = []
+    for r in ordered:
+        if not runs or len(runs[-1]) == size or (max_tokens and (len(runs[-1]) + 1) * width(r) > max_tokens):
+            runs.append([])
+        runs[-1].append(r)
+    return runs
 
 
 def _global_normalizer(aggregation: str, rows: _Rows, block: list[int], max_new_tokens: int) -> float:
@@ -149,7 +161,7 @@ def _old_logprobs(engine, rows: _Rows, needed: torch.Tensor, t, autocast: bool, 
     """pi_old's log-probs of every needed row, before any update (several updates per batch)."""
     old: dict[int, torch.Tensor] = {}
     todo = [r for r in range(rows.count) if needed[r]]
-    for idx, real in _micro_batches(todo, rows.width, t.micro_batch_size):
+    for idx, real in _micro_batches(todo, rows.width, t.micro_batch_size, t.max_tokens_per_micro_batch):
         batch = rows.batch(idx)
         lp, _ = response_logprobs(engine, batch, t.temperature, autocast=autocast)
         if not real:

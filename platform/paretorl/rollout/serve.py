@@ -92,6 +92,13 @@ class RolloutServer:
     def version(self) -> int:
         return self._version
 
+    def __del__(self):
+        """Serve calls this when it removes the replica (serve.delete, a scale-down), before ending
+        its actor: an engine with processes of its own (vLLM's engine core) stops them here."""
+        shutdown = getattr(getattr(self, "_engine", None), "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
 
 def start_rollout_app(app_name: str, model_dir: str, registry_name: str, cfg, accelerator: str = "GPU", lora: dict | None = None):
     """Deploy the trial's rollout application (no HTTP route) and return its handle.
@@ -180,10 +187,16 @@ def in_background(fn, *args) -> Future:
 
 
 def replica_resources(cfg, accelerator: str = "GPU") -> dict:
-    """Ray actor options of one replica: its CPUs and its share of the accelerator resource."""
-    if accelerator == "GPU" or not cfg.num_gpus:
-        return {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
-    return {"num_cpus": cfg.num_cpus, "resources": {accelerator: cfg.num_gpus}}
+    """Ray actor options of one replica: its CPUs and its share of the accelerator resource.
+
+    A vLLM replica with tensor parallelism takes `num_gpus` per rank: vLLM starts its ranks as
+    processes of this actor (its "mp" backend, outside a placement group) and refuses a world size
+    above the GPUs Ray made visible to it (vllm/config/parallel.py, ParallelConfig.__post_init__).
+    """
+    gpus = cfg.num_gpus * (cfg.vllm.tensor_parallel_size if cfg.engine == "vllm" else 1)
+    if accelerator == "GPU" or not gpus:
+        return {"num_cpus": cfg.num_cpus, "num_gpus": gpus}
+    return {"num_cpus": cfg.num_cpus, "resources": {accelerator: gpus}}
 
 
 class RolloutClient:

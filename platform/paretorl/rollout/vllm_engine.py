@@ -113,6 +113,16 @@ class VLLMEngine:
             **memory,
         )
 
+    def shutdown(self) -> None:
+        """Stop vLLM's engine-core process (and its workers) now, releasing their (GPU) memory.
+
+        vLLM stops it only from a finalizer of this process; a Serve replica's actor is killed, not
+        exited, so without this the engine process outlived its replica (`RolloutServer.__del__`).
+        """
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Replace the weights (HF parameter names, any dtype; cast to the engine dtype)."""
         from safetensors.torch import save

@@ -41,6 +41,15 @@ def gpus_per_trial(cfg: TrialConfig) -> float:
     return learner + replicas * cfg.rollout.num_gpus * tp
 
 
+def shares_a_gpu(cfg: TrialConfig) -> bool:
+    """Whether a trial's learner and rollout replica may land on one GPU: each takes a fraction of one.
+
+    Such a trial starts its learner only once the replica runs: vLLM counts any change of the GPU's
+    free memory during its start-up profiling as its own (profiles/gpu-1.yaml).
+    """
+    return 0 < cfg.resources.learner_gpus < 1 and 0 < cfg.rollout.num_gpus < 1
+
+
 def cluster_gpus(resources: Mapping[str, float], env: Mapping[str, str] = os.environ, accelerator: str = "GPU") -> float:
     """The GPUs (units of `accelerator`) the sweep may count on: the most of those present now and `PARETORL_CLUSTER_GPUS`."""
     declared = env.get(CLUSTER_GPUS_ENV, "").strip()

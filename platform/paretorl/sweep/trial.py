@@ -126,6 +126,7 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     from paretorl.learner.policy import extensions_dir
     from paretorl.rollout.registry import create_registry
     from paretorl.rollout.serve import in_background, start_rollout_app
+    from paretorl.sweep.cluster import shares_a_gpu
     from paretorl.sweep.bases import trial_paths
 
     tree = trial_tree(sampled, base)
@@ -143,6 +144,8 @@ def run_trial(sampled: dict, base: dict, shared: dict) -> None:
     use_gpu, per_worker = learner_resources(cfg)
     env = {"TORCH_EXTENSIONS_DIR": extensions_dir(), **({} if use_gpu else {"DS_ACCELERATOR": "cpu"})}
     try:
+        if shares_a_gpu(cfg):  # the replica's vLLM measures the GPU's memory as it starts: the learner allocates after
+            deploying.result()
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={
