@@ -84,6 +84,21 @@ def tune_one_trial(prep, task_spec: str, sampled: dict, storage, name: str, base
     return grid[0]
 
 
+def tune_tracked_trial(prep, sampled: dict, overrides: dict, tmp: Path, name: str):
+    """`tune_one_trial` with the sweep's MLflow logger attached: (Result, MlflowClient, the trial's run id)."""
+    from mlflow import MlflowClient
+
+    from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
+
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = ensure_experiment(client, name, uri)
+    logger = MLflowSweepLogger(uri, exp, client.create_run(exp).info.run_id, ("eval/pass_at_4", "eval/mean_tokens"), tmp / "trials_state.json")
+    result = tune_one_trial(prep, COIN_TASK, sampled, tmp / "tune", name, overrides, callbacks=[logger])
+    (run_id,) = logger.runs.values()
+    return result, client, run_id
+
+
 @dataclass
 class SweepRun:
     """A finished `jobs/sweep.py` run: where it ran, what it printed, where it logged."""

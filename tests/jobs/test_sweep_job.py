@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -125,23 +124,6 @@ class Parity:
         bits = row["prompt"].split()[-1]
         return f"{bits.count('1')} ones so {row['answer']}"
 '''
-
-
-def test_user_task_file_runs_through_the_same_path(tmp_path, cache_dir):
-    task_file = tmp_path / "my_tasks" / "parity.py"
-    task_file.parent.mkdir()
-    task_file.write_text(textwrap.dedent(USER_TASK))
-    proc = run_job(
-        ["--smoke-test", "--task", "my_tasks/parity.py:Parity", "--trials", "1", "--output-dir", str(tmp_path / "runs"), "--cache-dir", str(cache_dir)],
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert_sweep_logged(tmp_path / "mlflow.db", n_trials=1)
-    rows = (tmp_path / "runs").glob("*/data/train.parquet")
-    import pyarrow.parquet as pq
-
-    (table,) = [pq.read_table(p) for p in rows]
-    assert table.column("prompt")[0].as_py().startswith("parity ")
 
 
 @pytest.mark.parametrize(

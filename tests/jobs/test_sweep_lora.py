@@ -1,5 +1,6 @@
-"""jobs/sweep.py with LoRA trials, as a new user runs it: their own task file, a space that sweeps
-the adapter rank over {0, 8} (a full fine-tune and a LoRA trial in one sweep)."""
+"""jobs/sweep.py as a new user runs it: their own task file (a task the project does not ship) through
+the same path as the built-in ones, with a space that sweeps the LoRA rank over {0, 8} (a full
+fine-tune and a LoRA trial in one sweep)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def test_lora_and_full_trials_in_one_sweep_of_a_users_task(tmp_path, cache_dir):
     assert_sweep_logged(tmp_path / "mlflow.db", n_trials=2)
     _, _, children = mlflow_runs(tmp_path / "mlflow.db")
     assert sorted(c.data.params["model.lora.rank"] for c in children) == ["0", "8"]
+    import pyarrow.parquet as pq
+
+    (table,) = [pq.read_table(p) for p in (tmp_path / "runs").glob("*/data/train.parquet")]
+    assert table.column("prompt")[0].as_py().startswith("parity ")  # the user's task wrote the splits
 
     # Both kinds of checkpoint: PEFT adapter folders for the LoRA trial, full models for the other.
     checkpoints = [p.parent for p in (tmp_path / "runs").rglob("trial_state.json")]

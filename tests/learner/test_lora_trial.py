@@ -8,27 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import COIN_TASK, tune_one_trial
+from tests.conftest import tune_tracked_trial
 
 
 @pytest.fixture(scope="module")
 def lora_trial(ray_local, tiny_prepared, tmp_path_factory):
-    from mlflow import MlflowClient
-
-    from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
-
-    tmp = tmp_path_factory.mktemp("lora")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = ensure_experiment(client, "lora", uri)
-    logger = MLflowSweepLogger(uri, exp, client.create_run(exp).info.run_id, ("eval/pass_at_4", "eval/mean_tokens"), tmp / "trials_state.json")
     # SIGKILL of the learner at the start of step 3 of 4, on the first attempt; KL in the loss
     # exercises the reference (the policy's own module with its adapters off)
     overrides = {"train": {"steps": 4}, "faults": {"crash_at_step": 3}, "model": {"lora": {"rank": 8, "alpha": 16}}}
     sampled = {"algo.objective": "grpo", "train.lr": 3e-3, "algo.kl_coef": 0.01, "algo.kl_placement": "loss"}
-    result = tune_one_trial(tiny_prepared, COIN_TASK, sampled, tmp / "tune", "lora", overrides, callbacks=[logger])
-    (run_id,) = logger.runs.values()
-    return tiny_prepared, result, client, run_id
+    return (tiny_prepared, *tune_tracked_trial(tiny_prepared, sampled, overrides, tmp_path_factory.mktemp("lora"), "lora"))
 
 
 def test_lora_trial_resumes_from_its_adapter_checkpoint(lora_trial):

@@ -23,14 +23,7 @@ from paretorl.models.lora import (
 )
 from paretorl.rollout.engine import EmbeddedEngine
 from paretorl.rollout.types import SamplingParams
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.rollout.conftest import one_thread  # noqa: F401  (autouse: the engine on one thread, as replicas run it)
 
 
 @pytest.fixture(scope="module")

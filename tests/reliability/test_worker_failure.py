@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import COIN_TASK, tune_one_trial
+from tests.conftest import tune_tracked_trial
 
 
 @pytest.fixture(scope="module")
 def crashed_trial(ray_local, tiny_prepared, tmp_path_factory):
-    from mlflow import MlflowClient
-
-    from paretorl.report.tracking import MLflowSweepLogger, ensure_experiment
-
-    tmp = tmp_path_factory.mktemp("crash")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = ensure_experiment(client, "crash", uri)
-    logger = MLflowSweepLogger(uri, exp, client.create_run(exp).info.run_id, ("eval/pass_at_4", "eval/mean_tokens"), tmp / "trials_state.json")
     # SIGKILL of the learner at the start of step 3 of 4, on the first attempt
     overrides = {"train": {"steps": 4}, "faults": {"crash_at_step": 3}}
     sampled = {"algo.objective": "grpo", "train.lr": 1e-3}
-    result = tune_one_trial(tiny_prepared, COIN_TASK, sampled, tmp / "tune", "crash", overrides, callbacks=[logger])
-    (run_id,) = logger.runs.values()
-    return result, client, run_id
+    return tune_tracked_trial(tiny_prepared, sampled, overrides, tmp_path_factory.mktemp("crash"), "crash")
 
 
 def test_trial_resumes_after_its_learner_is_killed(crashed_trial):
