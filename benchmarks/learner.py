@@ -1,4 +1,5 @@
-"""Learner throughput: one RL update as trials run it, against a plain PyTorch loop and TRL.
+"""Learner throughput: one RL update as trials run it, against a plain PyTorch loop and TRL, and
+a LoRA trial's update against a full fine-tune's.
 
 Same model, same batch of real rollouts, same process, runs interleaved and medians reported:
 
@@ -10,21 +11,41 @@ Same model, same batch of real rollouts, same process, runs interleaved and medi
 Systems, each doing one full update (log-probs, loss, backward, optimizer step) of the batch:
 
   ours    `paretorl.learner.update.rl_step` on a DeepSpeed engine, as trials run it, with the
-          default search space's first initial point (KL 0; `--kl` adds an arm with KL in the reward,
-          where no row can be skipped); bf16 autocast as `train.autocast: auto` decides, and a
-          second row with the other choice, so both are measured
+          default search space's first initial point (KL 0); bf16 autocast as `train.autocast: auto`
+          decides, and a second row with the other choice, so both are measured. Two more arms put
+          KL in the reward (k1, coefficient 1e-3), where no row can be skipped: the full fine-tune
+          (autocast as `auto` decides for it), and a LoRA trial's update with the same autocast
+          choice (rank 16 on every linear layer of the decoder, alpha 32: only the adapters train
+          and have Adam state; its KL reference is the same module with the adapters off, where
+          the full arm loads a second model). `--lora-only` times these two arms alone
   naive   a plain PyTorch loop as a user writes it first: the HF model on the whole padded batch,
           a separate no-grad forward for the old log-probs, forward and backward on every row,
-          log-softmax over full logits, torch.optim.AdamW
+          log-softmax over full logits, torch.optim.AdamW (`--kl`: also with KL in the reward)
   trl     TRL's GRPOTrainer.compute_loss and its optimizer step on the same batch, when `trl` is
           installed (`pip install -e ".[trl]"`); otherwise null, with a note
 
+LoRA against full fine-tune, both with KL in the reward (every row computed):
+
+  lora_s, full_s          update seconds (median of the interleaved runs above)
+  lora_peak_mib, ...      the learner process's peak RSS: each arm runs in a fresh process of its
+                          own (spawned, so nothing of this one's memory is counted) that does what a
+                          trial's learner does for two steps (load the policy, build the engine and
+                          the KL reference, update, publish) and reads its own ru_maxrss. That
+                          includes the interpreter with torch and DeepSpeed loaded, the same in both,
+                          and the full arm's second model (its KL reference), a real part of the
+                          difference: a LoRA trial has no second copy
+  sync_bytes_lora, ...    bytes published after each update (`rollout/sync_bytes`): the adapter
+                          tensors, or the full state dict
+
 Prints a table, then as its LAST line a JSON list with one object per model:
   {"model", "rows", "ours_s", "naive_s", "trl_s", "ratio_vs_naive", "ratio_vs_trl",
-   "rows_computed", "zero_adv_groups", "autocast_bf16"}
+   "rows_computed", "zero_adv_groups", "autocast_bf16", "lora_rank", "lora_rows_computed",
+   "lora_s", "full_s", "lora_speedup", "lora_peak_mib", "full_peak_mib", "sync_bytes_lora",
+   "sync_bytes_full"} (and "ratio_vs_naive_kl" with `--kl`)
 
   python benchmarks/learner.py                        # both models, 1 thread, as trials run
   python benchmarks/learner.py --models default --repeats 3 --kl
+  python benchmarks/learner.py --models smollm2 --repeats 3 --lora-only
 """
 
 from __future__ import annotations
@@ -41,6 +62,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
+
+LORA = {"rank": 16, "alpha": 32.0}  # targets left out: every linear layer of the decoder
+KL = {"kl_coef": 1e-3, "kl_placement": "reward", "kl_estimator": "k1"}
 
 SETUPS = {
     "default": {"space": "searchspaces/default.yaml", "profile": None, "task": "arith"},
@@ -75,6 +99,11 @@ def prepare_setup(name: str, cache_dir: Path, work: Path):
     return cfg, prep.shared["base_model"], task, rows
 
 
+def variant(cfg, **sections):
+    """A copy of `cfg` with fields of some sections replaced: variant(cfg, algo={"kl_coef": 0.1})."""
+    return cfg.model_copy(update={name: getattr(cfg, name).model_copy(update=fields) for name, fields in sections.items()})
+
+
 def sample_batch(cfg, base_dir: str, task, rows, threads: int):
     """Real rollouts of the base policy (embedded engine, as trials sample) and their verdicts."""
     from paretorl.evaluate.passk_eval import score_rollouts
@@ -93,14 +122,18 @@ def sample_batch(cfg, base_dir: str, task, rows, threads: int):
 
 
 class Ours:
-    """The trial's update: `rl_step` on a DeepSpeed engine (ZeRO as configured, CPU accelerator)."""
+    """The trial's update: `rl_step` on a DeepSpeed engine (ZeRO as configured, CPU accelerator),
+    of the full model or, with `model.lora.rank` > 0, of LoRA adapters on it."""
 
     def __init__(self, cfg, base_dir: str, batch):
         from paretorl.learner.policy import make_engine, make_reference, resolve_autocast
         from paretorl.models.build import load_policy
+        from paretorl.models.lora import add_adapters
 
         self.cfg, (self.tokenizer, self.prompts, self.rollouts, self.correct) = cfg, batch
         model, _ = load_policy(base_dir)
+        if cfg.model.lora.rank:  # as a LoRA trial builds its policy (learner/loop.py, `_load_policy`)
+            model = add_adapters(model, cfg.model.lora, base=base_dir)
         self.autocast = resolve_autocast(cfg.train.autocast, model, cfg.train)
         rows = len(self.prompts) * cfg.train.samples_per_prompt
         self.engine = make_engine(model, cfg.train, rows // cfg.train.updates_per_step, 1)
@@ -111,6 +144,41 @@ class Ours:
         from paretorl.learner.update import rl_step
 
         self.metrics = rl_step(self.engine, self.ref, self.prompts, self.rollouts, self.correct, self.cfg, self.tokenizer.pad_token_id, 1, autocast=self.autocast)
+
+    def publish(self) -> int:
+        """What a trial publishes after the update, as its `rollout/sync_bytes` counts it."""
+        from paretorl.learner.policy import published_weights, weights_nbytes
+
+        return weights_nbytes(published_weights(self.engine.module))
+
+
+def learner_peak(trial: dict, base_dir: str, batch, threads: int, steps: int = 2) -> tuple[float, int]:
+    """(peak RSS in MiB, bytes published per step) of this process running a trial's learner for
+    `steps` steps: build it, then update and publish. Meant for a fresh process (`in_fresh_process`);
+    `trial` is the config as a dict, validated here as a trial's worker does (`cfg.model_dump()`)."""
+    import resource
+
+    import torch
+
+    from paretorl.config import TrialConfig
+
+    cfg = TrialConfig.model_validate(trial)
+    init_single_process_group()
+    torch.set_num_threads(threads)
+    system = Ours(cfg, base_dir, batch)
+    for _ in range(steps):  # the first step creates Adam's state: the second holds it and the activations at once
+        system.update()
+        published = system.publish()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, published  # Linux: KiB
+
+
+def in_fresh_process(fn, *args):
+    """fn(*args) in a spawned process (fork would start it with this process's peak RSS)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 class Naive:
@@ -172,20 +240,30 @@ def make_trl(cfg, base_dir: str, batch):
 def bench(name: str, args, work: Path) -> tuple[dict, list[list[str]]]:
     import torch
 
+    from paretorl.config import LoraSettings
+
     cfg, base_dir, task, rows = prepare_setup(name, Path(args.cache_dir), work)
     batch = sample_batch(cfg, base_dir, task, rows, args.threads)
     torch.set_num_threads(args.threads)
-    systems = {"ours": Ours(cfg, base_dir, batch), "naive": Naive(cfg, base_dir, batch)}
-    other = "off" if systems["ours"].autocast else "bf16"  # bf16 autocast measured both ways: the other choice too
-    other_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"autocast": other})})
-    systems[f"ours, autocast {other}"] = Ours(other_cfg, base_dir, batch)
-    if args.kl:
-        kl_cfg = cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"kl_coef": 1e-3, "kl_placement": "reward", "kl_estimator": "k1"})})
-        systems["ours, KL in reward"] = Ours(kl_cfg, base_dir, batch)
-        systems["naive, KL in reward"] = Naive(kl_cfg, base_dir, batch)
-    trl, note = (None, "skipped (--no-trl)") if args.no_trl else make_trl(cfg, base_dir, batch)
-    if trl is not None:
-        systems["trl"] = trl
+    systems = {}
+    if not args.lora_only:
+        systems = {"ours": Ours(cfg, base_dir, batch), "naive": Naive(cfg, base_dir, batch)}
+        other = "off" if systems["ours"].autocast else "bf16"  # bf16 autocast measured both ways: the other choice too
+        systems[f"ours, autocast {other}"] = Ours(variant(cfg, train={"autocast": other}), base_dir, batch)
+    # LoRA against full fine-tune where every row is computed; the LoRA arm (and each arm's fresh
+    # learner process) takes the full arm's autocast choice, so the two differ only in LoRA
+    full_arm, lora_arm = "ours, KL in reward", f"ours, LoRA r{LORA['rank']}, KL in reward"
+    systems[full_arm] = Ours(variant(cfg, algo=KL), base_dir, batch)
+    full_cfg = variant(cfg, algo=KL, train={"autocast": "bf16" if systems[full_arm].autocast else "off"})
+    lora_cfg = variant(full_cfg, model={"lora": LoraSettings(**LORA)})
+    systems[lora_arm] = Ours(lora_cfg, base_dir, batch)
+    if args.kl and not args.lora_only:
+        systems["naive, KL in reward"] = Naive(full_cfg, base_dir, batch)
+    note = None
+    if not args.lora_only:
+        trl, note = (None, "skipped (--no-trl)") if args.no_trl else make_trl(cfg, base_dir, batch)
+        if trl is not None:
+            systems["trl"] = trl
     times: dict[str, list[float]] = {k: [] for k in systems}
     for rep in range(args.repeats + 1):  # the first round warms up (kernel choice, allocator)
         for key, system in systems.items():
@@ -194,29 +272,61 @@ def bench(name: str, args, work: Path) -> tuple[dict, list[list[str]]]:
             if rep:
                 times[key].append(time.perf_counter() - started)
     med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"[{name}] median update s: {json.dumps({k: round(v, 4) for k, v in med.items()})}", flush=True)
+    peak, sync = {}, {}
+    for arm, arm_cfg in ((full_arm, full_cfg), (lora_arm, lora_cfg)):
+        peak[arm], sync[arm] = in_fresh_process(learner_peak, arm_cfg.model_dump(), base_dir, batch, args.threads)
+
     rollouts = batch[2]
-    metrics = systems["ours"].metrics
+    count = len(rollouts.lengths)
+
+    def seconds(key: str) -> float | None:
+        return round(med[key], 4) if key in med else None
+
+    def ratio(slower: str, faster: str) -> float | None:
+        return round(med[slower] / med[faster], 2) if slower in med and faster in med else None
+
+    ours = systems.get("ours")
     result = {
         "model": name,
-        "rows": len(rollouts.lengths),
-        "ours_s": round(med["ours"], 4),
-        "naive_s": round(med["naive"], 4),
-        "trl_s": round(med["trl"], 4) if "trl" in med else None,
-        "ratio_vs_naive": round(med["naive"] / med["ours"], 2),
-        "ratio_vs_trl": round(med["trl"] / med["ours"], 2) if "trl" in med else None,
-        "rows_computed": round(metrics["train/rows_computed_frac"] * len(rollouts.lengths)),
-        "zero_adv_groups": metrics["train/zero_adv_groups_frac"],
-        "autocast_bf16": systems["ours"].autocast,
+        "rows": count,
+        "ours_s": seconds("ours"),
+        "naive_s": seconds("naive"),
+        "trl_s": seconds("trl"),
+        "ratio_vs_naive": ratio("naive", "ours"),
+        "ratio_vs_trl": ratio("trl", "ours"),
+        "rows_computed": round(ours.metrics["train/rows_computed_frac"] * count) if ours else None,
+        "zero_adv_groups": systems[full_arm].metrics["train/zero_adv_groups_frac"],
+        "autocast_bf16": ours.autocast if ours else None,
     }
-    if args.kl:
-        result["ratio_vs_naive_kl"] = round(med["naive, KL in reward"] / med["ours, KL in reward"], 2)
-    table = [[name, key, f"{med[key]:.3f}", f"{med['naive'] / med[key]:.2f}x" if "KL" not in key else f"{med['naive, KL in reward'] / med[key]:.2f}x"] for key in systems]
+    if args.kl and not args.lora_only:
+        result["ratio_vs_naive_kl"] = ratio("naive, KL in reward", full_arm)
+    result.update({
+        "lora_rank": LORA["rank"],
+        "lora_rows_computed": round(systems[lora_arm].metrics["train/rows_computed_frac"] * count),
+        "lora_s": seconds(lora_arm),
+        "full_s": seconds(full_arm),
+        "lora_speedup": ratio(full_arm, lora_arm),
+        "lora_peak_mib": round(peak[lora_arm]),
+        "full_peak_mib": round(peak[full_arm]),
+        "sync_bytes_lora": sync[lora_arm],
+        "sync_bytes_full": sync[full_arm],
+    })
+
+    def vs_naive(key: str) -> str:
+        r = ratio("naive, KL in reward" if "KL" in key else "naive", key)
+        return f"{r:.2f}x" if r is not None else "-"
+
+    def learner(key: str) -> list[str]:
+        return [f"{peak[key]:.0f}", f"{sync[key] / 2**20:.1f}"] if key in peak else ["", ""]
+
+    table = [[name, key, f"{med[key]:.3f}", vs_naive(key), *learner(key)] for key in systems]
     if note:
-        table.append([name, "trl", "-", note])
+        table.append([name, "trl", "-", note, "", ""])
     lengths = rollouts.lengths
-    print(f"[{name}] {result['rows']} rows, response tokens mean {lengths.mean():.1f} max {lengths.max()}, "
-          f"zero-advantage groups {result['zero_adv_groups']:.0%}, rows computed by ours {result['rows_computed']}, "
-          f"bf16 autocast {'on' if result['autocast_bf16'] else 'off'}", flush=True)
+    print(f"[{name}] {count} rows, response tokens mean {lengths.mean():.1f} max {lengths.max()}, "
+          f"zero-advantage groups {result['zero_adv_groups']:.0%}, rows computed by ours {result['rows_computed']} "
+          f"(KL arms: {result['lora_rows_computed']}), bf16 autocast {'on' if systems[full_arm].autocast else 'off'}", flush=True)
     return result, table
 
 
@@ -225,8 +335,9 @@ def main() -> None:
     ap.add_argument("--models", default="default,smollm2", help="comma-separated: default, smollm2 (default: both)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for every system (default 1, as trials run)")
     ap.add_argument("--repeats", type=int, default=5, help="timed updates per system (median reported), after one warm-up round")
-    ap.add_argument("--kl", action="store_true", help="also time an arm with KL in the reward (no row can be skipped)")
+    ap.add_argument("--kl", action="store_true", help="also time the naive loop with KL in the reward (ours always has KL arms: the LoRA comparison)")
     ap.add_argument("--no-trl", action="store_true", help="skip TRL even when it is installed")
+    ap.add_argument("--lora-only", action="store_true", help="time only the LoRA comparison (full and LoRA arms, KL in the reward); the other columns are null")
     ap.add_argument("--cache-dir", default=os.environ.get("PARETORL_CACHE", str(Path.home() / ".cache" / "paretorl")), help="base-policy cache (SFT, converted SmolLM2)")
     args = ap.parse_args()
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -238,9 +349,9 @@ def main() -> None:
             result, rows = bench(name.strip(), args, Path(tmp))
             results.append(result)
             table += rows
-    print(f"\n{'model':<8} {'system':<22} {'update s':>9}  vs naive")
+    print(f"\n{'model':<8} {'system':<30} {'update s':>9} {'vs naive':>9} {'peak MiB':>9} {'sync MiB':>9}")
     for row in table:
-        print(f"{row[0]:<8} {row[1]:<22} {row[2]:>9}  {row[3]}")
+        print(f"{row[0]:<8} {row[1]:<30} {row[2]:>9} {row[3]:>9} {row[4]:>9} {row[5]:>9}")
     print(json.dumps(results))
 
 

@@ -22,12 +22,12 @@ import os
 import tempfile
 
 import torch
+from datasets import Dataset  # the `trl` extra: without it, importing this module fails (ImportError)
+from trl import GRPOConfig, GRPOTrainer
 
 
 def _config(cfg, rows: int, output_dir: str):
     """GRPOConfig as close to the trial's update as TRL allows: one step of the whole batch, on CPU."""
-    from trl import GRPOConfig
-
     t = cfg.train
     return GRPOConfig(
         output_dir=output_dir,
@@ -66,9 +66,6 @@ class TRLUpdate:
     """One GRPOTrainer update (compute_loss, backward, clip, AdamW step) of a fixed batch of rollouts."""
 
     def __init__(self, cfg, base_dir: str, batch):
-        from datasets import Dataset
-        from trl import GRPOTrainer
-
         from paretorl.models.build import load_policy
 
         tokenizer, prompts, rollouts, correct = batch
