@@ -112,7 +112,7 @@ class Parity:
         rng = random.Random(f"{split}-{seed}")
         rows = []
         while len(rows) < n:
-            bits = "".join(rng.choice("01") for _ in range(rng.randint(3, 8)))
+            bits = "".join(rng.choice("01") for _ in range(rng.randint(6, 14)))  # long enough that a smoke SFT does not solve it
             if (hash(bits) % 5 == 0) == (split == "eval"):
                 rows.append({"prompt": f"parity {bits}", "answer": "even" if bits.count("1") % 2 == 0 else "odd"})
         return rows

@@ -47,7 +47,19 @@ def test_lora_and_full_trials_in_one_sweep_of_a_users_task(tmp_path, cache_dir):
     synced = {c.data.params["model.lora.rank"]: c.data.metrics["rollout/sync_bytes"] for c in children}
     assert 0 < synced["8"] < synced["0"] / 4
 
-    # The test report sampled the eval front's checkpoints, adapter folders as well as full models.
+    # The test report samples a LoRA checkpoint as its base with the adapter merged: exactly as the
+    # merged model folder (jobs/merge_adapter.py) samples.
+    from paretorl.evaluate.on_test import local_rollout
+    from paretorl.models.build import merge_adapter
+    from paretorl.rollout.types import SamplingParams
+
+    params = SamplingParams(n=4, max_new_tokens=16, temperature=1.0, seed=7)
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    adapter_out = local_rollout(adapters[-1], "float32")[0].generate(prompts, params, 0)
+    merged_out = local_rollout(merge_adapter(adapters[-1], tmp_path / "merged"), "float32")[0].generate(prompts, params, 0)
+    assert (adapter_out.tokens == merged_out.tokens).all()
+
+    # The test report sampled every point of the eval front, adapter folders as well as full models.
     import io
 
     import mlflow.artifacts
@@ -56,5 +68,4 @@ def test_lora_and_full_trials_in_one_sweep_of_a_users_task(tmp_path, cache_dir):
     rows = list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(f"{parents[0].info.artifact_uri}/pareto_front.csv"))))
     tested = [r for r in rows if r["test_pass_at_k"] and r["trial"] != "base"]
     tested_dirs = {p.parent for p in (tmp_path / "runs").rglob("test_eval-*.json")}
-    assert tested and len(tested_dirs) == len(tested)
-    assert tested_dirs <= set(checkpoints)
+    assert len(tested_dirs) == len(tested) and tested_dirs <= set(checkpoints)
