@@ -28,9 +28,9 @@ LoRA against full fine-tune, both with KL in the reward (every row computed):
 
   lora_s, full_s          update seconds (median of the interleaved runs above)
   lora_peak_mib, ...      the learner process's peak RSS: each arm runs in a fresh process of its
-                          own (spawned, so nothing of this one's memory is counted) that does what a
+                          own (spawned; its VmHWM, since ru_maxrss survives exec) that does what a
                           trial's learner does for two steps (load the policy, build the engine and
-                          the KL reference, update, publish) and reads its own ru_maxrss. That
+                          the KL reference, update, publish) and reads its own peak. That
                           includes the interpreter with torch and DeepSpeed loaded, the same in both,
                           and the full arm's second model (its KL reference), a real part of the
                           difference: a LoRA trial has no second copy
@@ -169,7 +169,18 @@ def learner_peak(trial: dict, base_dir: str, batch, threads: int, steps: int = 2
     for _ in range(steps):  # the first step creates Adam's state: the second holds it and the activations at once
         system.update()
         published = system.publish()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, published  # Linux: KiB
+    return _peak_rss_mib(resource), published
+
+
+def _peak_rss_mib(resource) -> float:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries it across exec, so a spawned child
+    (fork + exec) starts with its parent's RSS as its peak (both arms read 6870 MiB, the parent's).
+    VmHWM is the peak of this process image's own memory."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on Linux, bytes on macOS
 
 
 def in_fresh_process(fn, *args):
