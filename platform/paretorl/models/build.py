@@ -87,9 +87,9 @@ def load_policy(model_dir: str | Path, dtype=None):
 
 def _merged_adapter(adapter_dir: Path, dtype=None):
     """(model, tokenizer): the adapter's base policy with the adapter merged (PEFT's merge_and_unload)."""
-    from paretorl.models.lora import Adapter, load_adapters
+    from paretorl.models.lora import load_adapters, read_config
 
-    base = Adapter.load(adapter_dir).base
+    base = read_config(adapter_dir).get("base_model_name_or_path")
     if not base:
         raise ValueError(f"{adapter_dir} is a LoRA adapter without base_model_name_or_path in adapter_config.json: its base policy is unknown")
     model, tokenizer = load_policy(base, dtype)

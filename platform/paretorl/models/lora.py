@@ -83,8 +83,12 @@ class Adapter:
     def load(cls, adapter_dir: str | Path) -> Adapter:
         from safetensors.torch import load_file
 
-        adapter_dir = Path(adapter_dir)
-        return cls(load_file(str(adapter_dir / ADAPTER_WEIGHTS)), json.loads((adapter_dir / ADAPTER_CONFIG).read_text()))
+        return cls(load_file(str(Path(adapter_dir) / ADAPTER_WEIGHTS)), read_config(adapter_dir))
+
+
+def read_config(adapter_dir: str | Path) -> dict:
+    """A LoRA checkpoint's adapter_config.json (its base is `base_model_name_or_path`), without its tensors."""
+    return json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
 
 
 def is_adapter_dir(path: str | Path) -> bool:
